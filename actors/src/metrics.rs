@@ -1,0 +1,112 @@
+//! The metrics sampler: CPU, memory and process count of an incarnation's whole tree, every interval.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::task::JoinHandle;
+
+use crate::process::TreeControl;
+use crate::server::ServerMsg;
+
+/// One measurement of a server's process tree.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MetricsSample {
+    pub at: SystemTime,
+    pub generation: u64,
+    /// Percent of one core, summed over the tree.
+    pub cpu_percent: f32,
+    pub rss_bytes: u64,
+    pub processes: u32,
+}
+
+/// The bounded history of one server's samples; it outlives incarnations.
+pub(crate) struct MetricsRing {
+    samples: Mutex<VecDeque<MetricsSample>>,
+    capacity: usize,
+}
+
+impl MetricsRing {
+    pub(crate) fn new(capacity: usize) -> MetricsRing {
+        MetricsRing { samples: Mutex::new(VecDeque::new()), capacity: capacity.max(1) }
+    }
+
+    pub(crate) fn push(&self, sample: MetricsSample) {
+        let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        if samples.len() >= self.capacity {
+            samples.pop_front();
+        }
+        samples.push_back(sample);
+    }
+
+    pub(crate) fn latest(&self) -> Option<MetricsSample> {
+        self.samples.lock().unwrap_or_else(|p| p.into_inner()).back().copied()
+    }
+
+    pub(crate) fn all(&self) -> Vec<MetricsSample> {
+        self.samples.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect()
+    }
+}
+
+/// The actor that samples one incarnation's tree.
+pub(crate) struct MetricsSampler;
+
+pub(crate) struct MetricsArgs {
+    pub(crate) generation: u64,
+    pub(crate) interval: Duration,
+    pub(crate) control: Arc<dyn TreeControl>,
+    pub(crate) ring: Arc<MetricsRing>,
+    pub(crate) server: ActorRef<ServerMsg>,
+}
+
+pub(crate) enum MetricsMsg {
+    Tick,
+}
+
+pub(crate) struct MetricsState {
+    args: MetricsArgs,
+    sampling: Option<JoinHandle<()>>,
+}
+
+impl Actor for MetricsSampler {
+    type Msg = MetricsMsg;
+    type State = MetricsState;
+    type Arguments = MetricsArgs;
+
+    async fn pre_start(&self, myself: ActorRef<MetricsMsg>, args: MetricsArgs) -> Result<MetricsState, ActorProcessingErr> {
+        myself.send_after(args.interval, || MetricsMsg::Tick);
+        Ok(MetricsState { args, sampling: None })
+    }
+
+    async fn handle(&self, myself: ActorRef<MetricsMsg>, _msg: MetricsMsg, state: &mut MetricsState) -> Result<(), ActorProcessingErr> {
+        let busy = state.sampling.as_ref().is_some_and(|task| !task.is_finished());
+        if !busy {
+            let control = state.args.control.clone();
+            let ring = state.args.ring.clone();
+            let server = state.args.server.clone();
+            let generation = state.args.generation;
+            state.sampling = Some(tokio::spawn(async move {
+                let Some(usage) = control.usage().await else { return };
+                let sample = MetricsSample {
+                    at: SystemTime::now(),
+                    generation,
+                    cpu_percent: usage.cpu_percent,
+                    rss_bytes: usage.rss_bytes,
+                    processes: usage.processes,
+                };
+                ring.push(sample);
+                let _ = server.cast(ServerMsg::Sampled(sample));
+            }));
+        }
+        myself.send_after(state.args.interval, || MetricsMsg::Tick);
+        Ok(())
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<MetricsMsg>, state: &mut MetricsState) -> Result<(), ActorProcessingErr> {
+        if let Some(task) = state.sampling.take() {
+            task.abort();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,116 @@
+//! The only place that creates processes: the launcher, process trees, the subreaper.
+//!
+//! Every hosted process runs directly (no shell) in its own session, with a cleared environment, an
+//! explicit working directory, no core dumps, a parent-death signal and `no_new_privs`. It is made a child
+//! subreaper itself, so orphans inside its tree stay linked to it while it lives, and hivehost is a
+//! subreaper for everything else. A tree is stopped with SIGTERM to every member, then, after the
+//! shutdown timeout, by stopping every member with SIGSTOP until no new member appears and killing
+//! them all with SIGKILL: nothing that double-forks or calls `setsid` survives.
+
+mod reaper;
+mod spawn;
+mod table;
+mod tree;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::io::AsyncRead;
+
+pub use reaper::become_subreaper;
+pub(crate) use reaper::spawn_reaper;
+pub(crate) use table::ProcTable;
+
+use crate::spec::ServerSpec;
+
+/// A pipe from the child (its stdout or stderr).
+pub type Pipe = Box<dyn AsyncRead + Send + Unpin>;
+
+/// A pipe into the child (its stdin).
+pub type InPipe = Box<dyn tokio::io::AsyncWrite + Send + Unpin>;
+
+/// Resolves when the incarnation's main process has exited (and has been reaped).
+pub type ExitFuture = Pin<Box<dyn Future<Output = policy::ExitKind> + Send>>;
+
+/// Why a launch failed, in words that say what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("the command is empty: give at least the program to run")]
+    EmptyCommand,
+    #[error("command not found: `{program}` (searched {searched}); install it or give its absolute path")]
+    NotFound { program: String, searched: String },
+    #[error("working directory `{0}` does not exist")]
+    NoWorkingDir(String),
+    #[error("could not start `{program}`: {source}")]
+    Io {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Starts incarnations; the narrow interface behind which other runtimes (containers, pods) could sit.
+pub trait Launcher: Send + Sync + 'static {
+    /// Starts one incarnation of `spec`.
+    fn launch(&self, spec: &ServerSpec, generation: u64) -> Result<Incarnation, SpawnError>;
+}
+
+/// Signals for a running incarnation's whole tree.
+pub trait TreeControl: Send + Sync + 'static {
+    /// Asks every process of the tree to stop (SIGTERM).
+    fn terminate(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+    /// Kills every process of the tree and returns once none is left (or the attempt gave up).
+    fn kill(&self) -> Pin<Box<dyn Future<Output = KillReport> + Send + '_>>;
+    /// Kills what is left synchronously, without waiting; used on drop.
+    fn kill_now(&self);
+    /// The live members of the tree, for metrics: (process count, resident bytes, cpu percent of one core).
+    fn usage(&self) -> Pin<Box<dyn Future<Output = Option<Usage>> + Send + '_>>;
+}
+
+/// The measured resource use of a process tree.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Usage {
+    pub processes: u32,
+    pub rss_bytes: u64,
+    pub cpu_percent: f32,
+}
+
+/// What killing a tree did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KillReport {
+    /// Processes that were sent SIGKILL.
+    pub killed: usize,
+    /// Processes still alive when it gave up (should be 0).
+    pub survivors: usize,
+}
+
+/// One running incarnation: its exit, its pipes, and control over its tree.
+pub struct Incarnation {
+    pub pid: Option<u32>,
+    pub exit: ExitFuture,
+    pub stdin: Option<InPipe>,
+    /// Stdout when it carries MCP (stdio transport); else it is in `log_pipes`.
+    pub stdout: Option<Pipe>,
+    /// Pipes whose lines are logs: stderr, and stdout for http servers.
+    pub log_pipes: Vec<(crate::logs::Stream, Pipe)>,
+    pub control: Arc<dyn TreeControl>,
+}
+
+/// The real launcher: child processes of this host.
+pub struct ProcessLauncher {
+    table: Arc<ProcTable>,
+}
+
+impl ProcessLauncher {
+    /// A launcher that reads process trees through `table`.
+    pub(crate) fn new(table: Arc<ProcTable>) -> ProcessLauncher {
+        ProcessLauncher { table }
+    }
+}
+
+impl Launcher for ProcessLauncher {
+    fn launch(&self, spec: &ServerSpec, generation: u64) -> Result<Incarnation, SpawnError> {
+        spawn::launch(spec, generation, &self.table)
+    }
+}

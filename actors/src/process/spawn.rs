@@ -1,0 +1,172 @@
+//! Building and starting the command of one incarnation.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+
+use super::table::ProcTable;
+use super::tree::Tree;
+use super::{Incarnation, SpawnError, reaper};
+use crate::logs::Stream;
+use crate::spec::{ServerSpec, Transport};
+
+/// Where programs are looked up when the server's environment names no PATH.
+pub(crate) const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// Default open-files limit of a hosted process.
+const DEFAULT_NOFILE: u64 = 4096;
+
+pub(super) fn launch(spec: &ServerSpec, generation: u64, table: &Arc<ProcTable>) -> Result<Incarnation, SpawnError> {
+    let program = resolve_program(spec)?;
+    if !spec.working_dir.is_dir() {
+        return Err(SpawnError::NoWorkingDir(spec.working_dir.display().to_string()));
+    }
+    #[allow(clippy::disallowed_methods, reason = "this module is the one door for processes")]
+    let mut cmd = tokio::process::Command::new(&program);
+    cmd.arg0(&spec.command[0])
+        .args(&spec.command[1..])
+        .current_dir(&spec.working_dir)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let limits = PreExecLimits::new(spec);
+    // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
+    // system calls on values computed before the fork (no allocation, no locks).
+    unsafe {
+        cmd.pre_exec(move || limits.apply());
+    }
+    let mut child = {
+        // Hold the registry from fork until the pid is registered, so the reaper never takes it.
+        let mut owned = reaper::spawned();
+        let child = cmd.spawn().map_err(|source| SpawnError::Io { program: spec.command[0].clone(), source })?;
+        if let Some(pid) = child.id() {
+            owned.insert(pid);
+        }
+        child
+    };
+    let pid = child.id();
+    tracing::debug!(server = %spec.id, generation, pid, program = %program.display(), "spawned");
+    let tree = Arc::new(Tree::new(pid.unwrap_or(0), table.clone()));
+    let stdin = child.stdin.take().map(|p| Box::new(p) as super::InPipe);
+    let stdout = child.stdout.take().map(|p| Box::new(p) as super::Pipe);
+    let stderr = child.stderr.take().map(|p| Box::new(p) as super::Pipe);
+    let mut log_pipes = Vec::new();
+    if let Some(stderr) = stderr {
+        log_pipes.push((Stream::Stderr, stderr));
+    }
+    let stdout = match (spec.transport, stdout) {
+        (Transport::Http { .. }, Some(out)) => {
+            log_pipes.push((Stream::Stdout, out));
+            None
+        }
+        (_, out) => out,
+    };
+    let waiter_tree = tree.clone();
+    let exit = Box::pin(async move {
+        let status = child.wait().await;
+        if let Some(pid) = pid {
+            waiter_tree.mark_root_reaped();
+            reaper::spawned().remove(&pid);
+        }
+        match status {
+            Ok(status) => exit_kind(status),
+            Err(err) => {
+                tracing::error!(error = %err, "waiting for the child failed");
+                policy::ExitKind::Crashed
+            }
+        }
+    });
+    Ok(Incarnation { pid, exit, stdin, stdout, log_pipes, control: tree })
+}
+
+fn exit_kind(status: std::process::ExitStatus) -> policy::ExitKind {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => policy::ExitKind::Code(code),
+        (None, Some(sig)) => policy::ExitKind::Signal(sig),
+        (None, None) => policy::ExitKind::Crashed,
+    }
+}
+
+/// Finds the program: a path (relative to the working directory) or a name on the server's PATH.
+fn resolve_program(spec: &ServerSpec) -> Result<PathBuf, SpawnError> {
+    let Some(program) = spec.command.first() else { return Err(SpawnError::EmptyCommand) };
+    if program.contains('/') {
+        let path = spec.working_dir.join(program);
+        return if is_executable(&path) {
+            Ok(path)
+        } else {
+            Err(SpawnError::NotFound { program: program.clone(), searched: spec.working_dir.display().to_string() })
+        };
+    }
+    let search = spec.env.iter().find(|(k, _)| k == "PATH").map_or(DEFAULT_PATH, |(_, v)| v.as_str());
+    for dir in search.split(':').filter(|d| !d.is_empty()) {
+        let dir = Path::new(dir);
+        let dir = if dir.is_absolute() { dir.to_path_buf() } else { spec.working_dir.join(dir) };
+        let candidate = dir.join(program);
+        if is_executable(&candidate) {
+            return Ok(candidate);
+        }
+    }
+    Err(SpawnError::NotFound { program: program.clone(), searched: search.to_owned() })
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Everything the child applies to itself between fork and exec, computed before the fork.
+#[derive(Clone, Copy)]
+struct PreExecLimits {
+    parent: libc::pid_t,
+    nofile: u64,
+    nproc: Option<u64>,
+}
+
+impl PreExecLimits {
+    fn new(spec: &ServerSpec) -> PreExecLimits {
+        // RLIMIT_NPROC counts every process of the uid system-wide and is ignored for root: it only
+        // means something for a server running under a uid of its own (the sandbox issue).
+        // SAFETY: geteuid has no preconditions.
+        let is_root = unsafe { libc::geteuid() } == 0;
+        let nproc = if is_root { None } else { spec.limits.max_processes.map(u64::from) };
+        PreExecLimits {
+            parent: std::process::id() as libc::pid_t,
+            nofile: spec.limits.max_open_files.unwrap_or(DEFAULT_NOFILE),
+            nproc,
+        }
+    }
+
+    /// Runs in the child: only async-signal-safe calls.
+    fn apply(&self) -> std::io::Result<()> {
+        fn check(res: libc::c_int) -> std::io::Result<()> {
+            if res == -1 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+        }
+        // SAFETY: plain system calls on integers; no memory of the parent is touched.
+        unsafe {
+            // Own session and process group, no controlling terminal.
+            check(libc::setsid())?;
+            // Die with hivehost; if it already died between fork and here, give up now.
+            check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0))?;
+            if libc::getppid() != self.parent {
+                return Err(std::io::Error::other("hivehost exited during spawn"));
+            }
+            // Orphans inside the tree stay linked to the server while it lives.
+            check(libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0))?;
+            check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0))?;
+        }
+        // No core dumps: they would leak memory contents to disk and cost time.
+        rlimit::setrlimit(rlimit::Resource::CORE, 0, 0)?;
+        let (_, nofile_hard) = rlimit::getrlimit(rlimit::Resource::NOFILE)?;
+        let nofile = self.nofile.min(nofile_hard);
+        rlimit::setrlimit(rlimit::Resource::NOFILE, nofile, nofile)?;
+        if let Some(nproc) = self.nproc {
+            rlimit::setrlimit(rlimit::Resource::NPROC, nproc, nproc)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,94 @@
+//! A shared, coalescing snapshot of the host's process table (sysinfo), read by every tree.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sysinfo::{ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, System};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+/// One process as seen in a snapshot.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ProcInfo {
+    pub(crate) ppid: u32,
+    pub(crate) sid: u32,
+    /// Seconds since the epoch at which it started; with the pid, its identity.
+    pub(crate) start_time: u64,
+    pub(crate) zombie: bool,
+    pub(crate) cpu_percent: f32,
+    pub(crate) rss_bytes: u64,
+}
+
+/// The process table at one instant.
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    /// When the refresh that produced it began.
+    pub(crate) taken: Instant,
+    pub(crate) procs: HashMap<u32, ProcInfo>,
+}
+
+/// The process table, refreshed on demand; concurrent callers share one refresh.
+///
+/// Stopping 500 servers at once must not scan /proc 500 times: a caller asks for a snapshot taken
+/// after some instant, and every caller that queued while a refresh ran is served by the next one.
+pub(crate) struct ProcTable {
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    /// `None` while a refresh runs on a blocking thread, or when sysinfo is unsupported here.
+    system: Option<System>,
+    latest: Arc<Snapshot>,
+}
+
+impl ProcTable {
+    pub(crate) fn new() -> ProcTable {
+        let empty = Arc::new(Snapshot { taken: Instant::now(), procs: HashMap::new() });
+        let system = System::new().map_err(|err| tracing::error!(error = %err, "cannot read the process table")).ok();
+        ProcTable { inner: Mutex::new(Inner { system, latest: empty }) }
+    }
+
+    /// A snapshot whose refresh began at or after `not_before`.
+    pub(crate) async fn fresh(&self, not_before: Instant) -> Arc<Snapshot> {
+        let mut inner = self.inner.lock().await;
+        if inner.latest.taken >= not_before && !inner.latest.procs.is_empty() {
+            return inner.latest.clone();
+        }
+        let taken = Instant::now();
+        let Some(system) = inner.system.take() else { return inner.latest.clone() };
+        let refreshed = tokio::task::spawn_blocking(move || refresh(system)).await;
+        match refreshed {
+            Ok((system, procs)) => {
+                inner.system = Some(system);
+                inner.latest = Arc::new(Snapshot { taken, procs });
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "process table refresh failed");
+                inner.system = System::new().ok();
+            }
+        }
+        inner.latest.clone()
+    }
+}
+
+fn refresh(mut system: System) -> (System, HashMap<u32, ProcInfo>) {
+    let kind = ProcessRefreshKind::nothing().with_cpu().with_memory();
+    system.refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
+    let procs = system
+        .processes()
+        .iter()
+        .filter(|(_, proc_)| proc_.thread_kind().is_none())
+        .map(|(pid, proc_)| {
+            let info = ProcInfo {
+                ppid: proc_.parent().map_or(0, |p| p.as_u32()),
+                sid: proc_.session_id().map_or(0, |p| p.as_u32()),
+                start_time: proc_.start_time(),
+                zombie: matches!(proc_.status(), ProcessStatus::Zombie | ProcessStatus::Dead),
+                cpu_percent: proc_.cpu_usage(),
+                rss_bytes: proc_.memory(),
+            };
+            (pid.as_u32(), info)
+        })
+        .collect();
+    (system, procs)
+}

@@ -1,0 +1,206 @@
+//! One incarnation's process tree: who belongs to it, and how it is terminated and killed.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::table::{ProcTable, Snapshot};
+use super::{KillReport, TreeControl, Usage};
+
+/// How many stop-and-rescan rounds a kill tries before it reports survivors.
+const MAX_KILL_ROUNDS: usize = 64;
+
+/// The processes of one incarnation.
+///
+/// Members are the root, everything in its session (the root is a session leader), everything
+/// descending from a member by parent link, and every process once seen as a member (tracked by pid
+/// and start time, so a reused pid is not mistaken for one).
+pub(crate) struct Tree {
+    root: u32,
+    table: Arc<ProcTable>,
+    tracked: Mutex<HashMap<u32, u64>>,
+    /// Once the root is reaped its pid (and so its process group id) may be reused: no more group signals.
+    root_reaped: AtomicBool,
+}
+
+impl Tree {
+    pub(crate) fn new(root: u32, table: Arc<ProcTable>) -> Tree {
+        Tree { root, table, tracked: Mutex::new(HashMap::new()), root_reaped: AtomicBool::new(false) }
+    }
+
+    /// Records that the root has been reaped.
+    pub(crate) fn mark_root_reaped(&self) {
+        self.root_reaped.store(true, Ordering::SeqCst);
+    }
+
+    /// Signals the root's process group while the root's pid still names it.
+    fn signal_group(&self, sig: i32) {
+        if !self.root_reaped.load(Ordering::SeqCst) {
+            signal_group(self.root, sig);
+        }
+    }
+
+    /// The live members in `snap`; remembers them for later snapshots.
+    fn members(&self, snap: &Snapshot) -> Vec<u32> {
+        let mut tracked = self.tracked.lock().unwrap_or_else(|poison| poison.into_inner());
+        tracked.retain(|pid, start| snap.procs.get(pid).is_some_and(|p| p.start_time == *start && !p.zombie));
+        let mut seeds: Vec<u32> = tracked.keys().copied().collect();
+        seeds.push(self.root);
+        seeds.extend(snap.procs.iter().filter(|(_, p)| p.sid == self.root && !p.zombie).map(|(pid, _)| *pid));
+        let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+        for (pid, info) in &snap.procs {
+            children.entry(info.ppid).or_default().push(*pid);
+        }
+        let mut seen = HashSet::new();
+        let mut stack = seeds;
+        let mut alive = Vec::new();
+        while let Some(pid) = stack.pop() {
+            if !seen.insert(pid) {
+                continue;
+            }
+            if let Some(info) = snap.procs.get(&pid) {
+                if !info.zombie {
+                    alive.push(pid);
+                    tracked.insert(pid, info.start_time);
+                }
+            }
+            if let Some(kids) = children.get(&pid) {
+                stack.extend(kids.iter().copied());
+            }
+        }
+        alive
+    }
+
+    async fn snapshot(&self) -> Arc<Snapshot> {
+        self.table.fresh(Instant::now()).await
+    }
+
+    async fn terminate_tree(&self) {
+        self.signal_group(libc::SIGTERM);
+        let snap = self.snapshot().await;
+        for pid in self.members(&snap) {
+            signal(pid, libc::SIGTERM);
+            // A stopped process cannot act on SIGTERM.
+            signal(pid, libc::SIGCONT);
+        }
+    }
+
+    async fn kill_tree(&self) -> KillReport {
+        // Freeze first: a stopped process cannot fork, and the children of a stopped parent stay
+        // linked to it, so rescanning until no new member appears finds the whole tree.
+        let mut stopped: HashSet<u32> = HashSet::new();
+        let mut rounds = 0;
+        loop {
+            rounds += 1;
+            let snap = self.snapshot().await;
+            let fresh: Vec<u32> = self.members(&snap).into_iter().filter(|pid| !stopped.contains(pid)).collect();
+            if fresh.is_empty() || rounds >= MAX_KILL_ROUNDS {
+                break;
+            }
+            for pid in fresh {
+                signal(pid, libc::SIGSTOP);
+                stopped.insert(pid);
+            }
+        }
+        for pid in &stopped {
+            signal(*pid, libc::SIGKILL);
+        }
+        self.signal_group(libc::SIGKILL);
+        // Confirm: SIGKILL to a stopped process is delivered at once, but exit takes a moment.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let survivors;
+        loop {
+            let snap = self.snapshot().await;
+            let alive = self.members(&snap);
+            if alive.is_empty() {
+                survivors = 0;
+                break;
+            }
+            for pid in &alive {
+                signal(*pid, libc::SIGKILL);
+            }
+            if Instant::now() >= deadline {
+                survivors = alive.len();
+                tracing::error!(root = self.root, survivors, "processes survived SIGKILL");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        KillReport { killed: stopped.len(), survivors }
+    }
+
+    async fn usage_now(&self) -> Option<Usage> {
+        let snap = self.snapshot().await;
+        let members = self.members(&snap);
+        if members.is_empty() {
+            return None;
+        }
+        let mut usage = Usage::default();
+        for pid in members {
+            if let Some(info) = snap.procs.get(&pid) {
+                usage.processes += 1;
+                usage.rss_bytes += info.rss_bytes;
+                usage.cpu_percent += info.cpu_percent;
+            }
+        }
+        Some(usage)
+    }
+}
+
+impl TreeControl for Tree {
+    fn terminate(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(self.terminate_tree())
+    }
+
+    fn kill(&self) -> Pin<Box<dyn Future<Output = KillReport> + Send + '_>> {
+        Box::pin(self.kill_tree())
+    }
+
+    fn kill_now(&self) {
+        self.signal_group(libc::SIGKILL);
+        let tracked = self.tracked.lock().unwrap_or_else(|poison| poison.into_inner());
+        for pid in tracked.keys() {
+            signal(*pid, libc::SIGKILL);
+        }
+    }
+
+    fn usage(&self) -> Pin<Box<dyn Future<Output = Option<Usage>> + Send + '_>> {
+        Box::pin(self.usage_now())
+    }
+}
+
+impl Drop for Tree {
+    fn drop(&mut self) {
+        // The tree owner is gone (actor killed, supervisor stopped): nothing of it may outlive it.
+        self.kill_now();
+    }
+}
+
+/// Sends `sig` to one process, ignoring processes that are already gone.
+fn signal(pid: u32, sig: i32) {
+    let Ok(pid) = i32::try_from(pid) else { return };
+    if pid <= 1 || pid == std::process::id() as i32 {
+        return;
+    }
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+/// Sends `sig` to the process group led by `leader`.
+fn signal_group(leader: u32, sig: i32) {
+    let Ok(pgid) = i32::try_from(leader) else { return };
+    if pgid <= 1 || pgid == std::process::id() as i32 {
+        return;
+    }
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe {
+        libc::kill(-pgid, sig);
+    }
+}

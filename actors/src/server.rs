@@ -1,0 +1,457 @@
+//! The server actor: one incarnation of one hosted server, its process tree and its helpers.
+//!
+//! It starts the process in `pre_start` (a failed spawn is a failed start), spawns the log tailer,
+//! health poller and metrics sampler, turns exits, probes and samples into decisions for this
+//! incarnation, and stops itself when the process is gone, leaving the outcome in its slot for the
+//! supervisor. Helpers that crash are restarted on their own small budget; the process is untouched.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::health::{HealthArgs, HealthPoller};
+use crate::logs::{DrainGate, LogBook, LogTailer, LogTailerArgs, SharedPipe, Stream};
+use crate::metrics::{MetricsArgs, MetricsRing, MetricsSample, MetricsSampler};
+use crate::process::{ExitFuture, InPipe, Launcher, Pipe, TreeControl};
+use crate::spec::ServerSpec;
+use crate::supervisor::SupervisorMsg;
+
+/// How long a crashed incarnation's pipes get to deliver their last lines before the restart.
+const CRASH_DRAIN: Duration = Duration::from_millis(50);
+
+/// How long a stopped tree's pipes get to deliver their last lines.
+const STOP_DRAIN: Duration = Duration::from_secs(1);
+
+/// How an incarnation ended, as the supervisor learns it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// It ended on its own, or was killed by hivehost for a reason in `exit` (health, memory, timeout).
+    Exited(policy::ExitKind),
+    /// It was stopped on request (admin stop, restart, delete, shutdown).
+    Stopped(policy::ExitKind),
+}
+
+/// Where a server actor leaves what the supervisor needs after it is gone.
+#[derive(Default)]
+pub(crate) struct Slot {
+    pub(crate) pid: Mutex<Option<u32>>,
+    pub(crate) outcome: Mutex<Option<Outcome>>,
+    pub(crate) control: Mutex<Option<Arc<dyn TreeControl>>>,
+}
+
+impl Slot {
+    pub(crate) fn outcome(&self) -> Option<Outcome> {
+        *self.outcome.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn pid(&self) -> Option<u32> {
+        *self.pid.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn control(&self) -> Option<Arc<dyn TreeControl>> {
+        self.control.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+pub(crate) enum ServerMsg {
+    /// The main process exited (and was reaped).
+    Exited(policy::ExitKind),
+    /// A health probe finished.
+    Probe { ok: bool, detail: String },
+    /// The metrics sampler measured the tree.
+    Sampled(MetricsSample),
+    /// `start_timeout` passed.
+    StartTimedOut,
+    /// Stop on request: SIGTERM to the tree, SIGKILL after `shutdown_timeout`.
+    Stop,
+    /// The grace period is over: kill the tree.
+    Escalate,
+    /// Everything is cleaned up; record the outcome and stop.
+    Finish(Outcome),
+    /// Respawn a helper that crashed.
+    RespawnHelper(Helper),
+}
+
+/// The helper actors of an incarnation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Helper {
+    Logs,
+    Health,
+    Metrics,
+}
+
+impl Helper {
+    fn name(self) -> &'static str {
+        match self {
+            Helper::Logs => "log tailer",
+            Helper::Health => "health poller",
+            Helper::Metrics => "metrics sampler",
+        }
+    }
+}
+
+pub(crate) struct ServerArgs {
+    pub(crate) spec: Arc<ServerSpec>,
+    pub(crate) generation: u64,
+    pub(crate) launcher: Arc<dyn Launcher>,
+    pub(crate) logs: Arc<LogBook>,
+    pub(crate) metrics: Arc<MetricsRing>,
+    pub(crate) supervisor: ActorRef<SupervisorMsg>,
+    pub(crate) slot: Arc<Slot>,
+    /// The restart budget of each helper.
+    pub(crate) helper_policy: policy::RestartPolicy,
+}
+
+pub(crate) struct ServerState {
+    spec: Arc<ServerSpec>,
+    generation: u64,
+    supervisor: ActorRef<SupervisorMsg>,
+    slot: Arc<Slot>,
+    logs: Arc<LogBook>,
+    metrics: Arc<MetricsRing>,
+    control: Arc<dyn TreeControl>,
+    exit: Option<ExitFuture>,
+    pipes: Vec<(Stream, SharedPipe)>,
+    gate: Arc<DrainGate>,
+    /// Kept open for the MCP session of stdio servers.
+    _stdin: Option<InPipe>,
+    _stdout: Option<Pipe>,
+    tasks: Vec<JoinHandle<()>>,
+    /// Why hivehost is killing it, if it is (health, memory, start timeout).
+    kill_reason: Option<policy::ExitKind>,
+    stopping: bool,
+    exited: Option<policy::ExitKind>,
+    ready: bool,
+    health_failures: u32,
+    helpers: HashMap<ActorId, Helper>,
+    helper_policy: policy::RestartPolicy,
+    helper_history: HashMap<Helper, policy::History>,
+    epoch: Instant,
+}
+
+/// The server actor; one per incarnation.
+pub(crate) struct ServerActor;
+
+impl Actor for ServerActor {
+    type Msg = ServerMsg;
+    type State = ServerState;
+    type Arguments = ServerArgs;
+
+    async fn pre_start(&self, _myself: ActorRef<ServerMsg>, args: ServerArgs) -> Result<ServerState, ActorProcessingErr> {
+        let incarnation = args.launcher.launch(&args.spec, args.generation)?;
+        *args.slot.pid.lock().unwrap_or_else(|p| p.into_inner()) = incarnation.pid;
+        *args.slot.control.lock().unwrap_or_else(|p| p.into_inner()) = Some(incarnation.control.clone());
+        let gate = Arc::new(DrainGate::new(incarnation.log_pipes.len()));
+        let pipes = incarnation
+            .log_pipes
+            .into_iter()
+            .map(|(stream, pipe)| (stream, Arc::new(tokio::sync::Mutex::new(Some(pipe)))))
+            .collect();
+        Ok(ServerState {
+            spec: args.spec,
+            generation: args.generation,
+            supervisor: args.supervisor,
+            slot: args.slot,
+            logs: args.logs,
+            metrics: args.metrics,
+            control: incarnation.control,
+            exit: Some(incarnation.exit),
+            pipes,
+            gate,
+            _stdin: incarnation.stdin,
+            _stdout: incarnation.stdout,
+            tasks: Vec::new(),
+            kill_reason: None,
+            stopping: false,
+            exited: None,
+            ready: false,
+            health_failures: 0,
+            helpers: HashMap::new(),
+            helper_policy: args.helper_policy,
+            helper_history: HashMap::new(),
+            epoch: Instant::now(),
+        })
+    }
+
+    async fn post_start(&self, myself: ActorRef<ServerMsg>, state: &mut ServerState) -> Result<(), ActorProcessingErr> {
+        if let Some(exit) = state.exit.take() {
+            let me = myself.clone();
+            state.tasks.push(tokio::spawn(async move {
+                let kind = exit.await;
+                let _ = me.cast(ServerMsg::Exited(kind));
+            }));
+        }
+        for helper in [Helper::Logs, Helper::Health, Helper::Metrics] {
+            state.helper_history.entry(helper).or_default().admin_start(0);
+            spawn_helper(&myself, state, helper).await;
+        }
+        if state.spec.health.is_none() {
+            mark_ready(state);
+        } else {
+            myself.send_after(state.spec.start_timeout, || ServerMsg::StartTimedOut);
+        }
+        Ok(())
+    }
+
+    async fn handle(&self, myself: ActorRef<ServerMsg>, msg: ServerMsg, state: &mut ServerState) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ServerMsg::Exited(kind) => on_exited(&myself, state, kind),
+            ServerMsg::Probe { ok, detail } => on_probe(&myself, state, ok, detail),
+            ServerMsg::Sampled(sample) => on_sample(&myself, state, sample),
+            ServerMsg::StartTimedOut => {
+                if !state.ready {
+                    incident(state, format!("not ready within start_timeout ({:?}); stopping it", state.spec.start_timeout));
+                    kill_for(&myself, state, policy::ExitKind::StartTimeout, true);
+                }
+            }
+            ServerMsg::Stop => {
+                if !state.stopping {
+                    state.stopping = true;
+                    if state.exited.is_none() && state.kill_reason.is_none() {
+                        start_ladder(&myself, state);
+                    }
+                }
+            }
+            ServerMsg::Escalate => {
+                if state.exited.is_none() {
+                    incident(state, format!("still running {:?} after SIGTERM; killing its tree", state.spec.shutdown_timeout));
+                    let control = state.control.clone();
+                    state.tasks.push(tokio::spawn(async move {
+                        control.kill().await;
+                    }));
+                }
+            }
+            ServerMsg::Finish(outcome) => {
+                *state.slot.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
+                myself.stop(None);
+            }
+            ServerMsg::RespawnHelper(helper) => {
+                if state.exited.is_none() && !state.stopping {
+                    spawn_helper(&myself, state, helper).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<ServerMsg>,
+        evt: SupervisionEvent,
+        state: &mut ServerState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Overridden on purpose: ractor's default would stop this actor (and so the process) when a
+        // helper dies. A helper's death restarts only that helper, on its own small budget.
+        let (cell, why) = match evt {
+            SupervisionEvent::ActorFailed(cell, err) => (cell, format!("failed: {err}")),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, format!("stopped: {}", reason.unwrap_or_else(|| "no reason".into())))
+            }
+            _ => return Ok(()),
+        };
+        let Some(helper) = state.helpers.remove(&cell.get_id()) else { return Ok(()) };
+        if state.exited.is_some() || state.stopping {
+            return Ok(());
+        }
+        let now = state.epoch.elapsed().as_millis() as u64;
+        let history = state.helper_history.entry(helper).or_default();
+        let generation = history.generation();
+        match history.exited(&state.helper_policy, generation, policy::ExitKind::Crashed, now, 0) {
+            policy::Decision::Restart { delay_ms, generation, .. } => {
+                history.timer_fired(generation);
+                history.ready(generation, now);
+                incident(state, format!("{} {why}; restarting it", helper.name()));
+                myself.send_after(Duration::from_millis(delay_ms), move || ServerMsg::RespawnHelper(helper));
+            }
+            decision => {
+                incident(state, format!("{} {why}; not restarted ({decision:?}); the server keeps running", helper.name()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<ServerMsg>, state: &mut ServerState) -> Result<(), ActorProcessingErr> {
+        for task in &state.tasks {
+            task.abort();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ServerState {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        if self.slot.outcome().is_none() {
+            // The actor died without finishing (killed, or it failed): the tree must not outlive it.
+            self.control.kill_now();
+        }
+    }
+}
+
+async fn spawn_helper(myself: &ActorRef<ServerMsg>, state: &mut ServerState, helper: Helper) {
+    let supervisor: ActorCell = myself.get_cell();
+    let spawned = match helper {
+        Helper::Logs => {
+            if state.pipes.is_empty() {
+                return;
+            }
+            let args = LogTailerArgs {
+                book: state.logs.clone(),
+                generation: state.generation,
+                pipes: state.pipes.clone(),
+                gate: state.gate.clone(),
+            };
+            Actor::spawn_linked(None, LogTailer, args, supervisor).await.map(|(actor, _)| actor.get_id())
+        }
+        Helper::Health => {
+            let Some(spec) = state.spec.health.clone() else { return };
+            let args = HealthArgs { spec, server: myself.clone() };
+            Actor::spawn_linked(None, HealthPoller, args, supervisor).await.map(|(actor, _)| actor.get_id())
+        }
+        Helper::Metrics => {
+            let args = MetricsArgs {
+                generation: state.generation,
+                interval: state.spec.metrics_interval,
+                control: state.control.clone(),
+                ring: state.metrics.clone(),
+                server: myself.clone(),
+            };
+            Actor::spawn_linked(None, MetricsSampler, args, supervisor).await.map(|(actor, _)| actor.get_id())
+        }
+    };
+    match spawned {
+        Ok(id) => {
+            state.helpers.insert(id, helper);
+        }
+        Err(err) => incident(state, format!("could not start its {}: {err}", helper.name())),
+    }
+}
+
+fn mark_ready(state: &mut ServerState) {
+    if !state.ready {
+        state.ready = true;
+        let _ = state.supervisor.cast(SupervisorMsg::Ready { id: state.spec.id.clone(), generation: state.generation });
+    }
+}
+
+fn incident(state: &ServerState, message: String) {
+    tracing::warn!(server = %state.spec.id, generation = state.generation, "{message}");
+    let _ = state.supervisor.cast(SupervisorMsg::Incident { id: state.spec.id.clone(), generation: state.generation, message });
+}
+
+fn on_exited(myself: &ActorRef<ServerMsg>, state: &mut ServerState, kind: policy::ExitKind) {
+    state.exited = Some(kind);
+    let outcome = if state.stopping {
+        Outcome::Stopped(kind)
+    } else {
+        Outcome::Exited(state.kill_reason.unwrap_or(kind))
+    };
+    let control = state.control.clone();
+    let gate = state.gate.clone();
+    let me = myself.clone();
+    if state.stopping || state.kill_reason.is_some() {
+        // Nothing of a stopped tree may survive: kill it all, then collect the last lines.
+        state.tasks.push(tokio::spawn(async move {
+            control.kill().await;
+            gate.wait(STOP_DRAIN).await;
+            let _ = me.cast(ServerMsg::Finish(outcome));
+        }));
+    } else {
+        // It ended on its own: hand over at once so the restart is fast, and kill any survivors
+        // beside it. Survivors that hold a pipe open are killed before the hand-over.
+        state.tasks.push(tokio::spawn(async move {
+            if gate.wait(CRASH_DRAIN).await {
+                tokio::spawn(async move {
+                    control.kill().await;
+                });
+            } else {
+                control.kill().await;
+                gate.wait(STOP_DRAIN).await;
+            }
+            let _ = me.cast(ServerMsg::Finish(outcome));
+        }));
+    }
+}
+
+fn on_probe(myself: &ActorRef<ServerMsg>, state: &mut ServerState, ok: bool, detail: String) {
+    if state.exited.is_some() || state.stopping || state.kill_reason.is_some() {
+        return;
+    }
+    let id = state.spec.id.clone();
+    let generation = state.generation;
+    if ok {
+        mark_ready(state);
+        if state.health_failures > 0 {
+            state.health_failures = 0;
+            let _ = state.supervisor.cast(SupervisorMsg::Health { id, generation, healthy: true, detail });
+        }
+        return;
+    }
+    if !state.ready {
+        // Before the first success only start_timeout counts.
+        return;
+    }
+    state.health_failures += 1;
+    let failures = state.health_failures;
+    let limit = state.spec.health.as_ref().map_or(u32::MAX, |h| h.failures_before_restart);
+    let _ = state.supervisor.cast(SupervisorMsg::Health {
+        id,
+        generation,
+        healthy: false,
+        detail: format!("{detail} ({failures} of {limit} consecutive failures)"),
+    });
+    if failures >= limit {
+        incident(state, format!("{failures} consecutive health check failures; restarting it"));
+        kill_for(myself, state, policy::ExitKind::HealthCheck, true);
+    }
+}
+
+fn on_sample(myself: &ActorRef<ServerMsg>, state: &mut ServerState, sample: MetricsSample) {
+    let Some(limit_mb) = state.spec.limits.memory_mb else { return };
+    let limit = limit_mb.saturating_mul(1024 * 1024);
+    if sample.rss_bytes > limit && state.kill_reason.is_none() && !state.stopping && state.exited.is_none() {
+        incident(
+            state,
+            format!(
+                "memory limit exceeded: the tree uses {} MiB of {} MiB (resource_limits.memory_mb); killed",
+                sample.rss_bytes / (1024 * 1024),
+                limit_mb
+            ),
+        );
+        kill_for(myself, state, policy::ExitKind::MemoryLimit, false);
+    }
+}
+
+/// Kills the incarnation for `reason`: gracefully (SIGTERM, then SIGKILL after the timeout) or at once.
+fn kill_for(myself: &ActorRef<ServerMsg>, state: &mut ServerState, reason: policy::ExitKind, graceful: bool) {
+    if state.kill_reason.is_some() || state.stopping || state.exited.is_some() {
+        return;
+    }
+    state.kill_reason = Some(reason);
+    if graceful {
+        start_ladder(myself, state);
+    } else {
+        let control = state.control.clone();
+        state.tasks.push(tokio::spawn(async move {
+            control.kill().await;
+        }));
+    }
+}
+
+/// SIGTERM to the whole tree now; `Escalate` after `shutdown_timeout`.
+fn start_ladder(myself: &ActorRef<ServerMsg>, state: &mut ServerState) {
+    let control = state.control.clone();
+    let me = myself.clone();
+    let grace = state.spec.shutdown_timeout;
+    state.tasks.push(tokio::spawn(async move {
+        control.terminate().await;
+        tokio::time::sleep(grace).await;
+        let _ = me.cast(ServerMsg::Escalate);
+    }));
+}

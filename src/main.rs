@@ -1,0 +1,2 @@
+//! hivehost binary.
+fn main() {}
