@@ -37,17 +37,32 @@ impl Actor for HealthPoller {
     type State = HealthState;
     type Arguments = HealthArgs;
 
-    async fn pre_start(&self, myself: ActorRef<HealthMsg>, args: HealthArgs) -> Result<HealthState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<HealthMsg>,
+        args: HealthArgs,
+    ) -> Result<HealthState, ActorProcessingErr> {
         let client = reqwest::Client::builder()
             .timeout(args.spec.timeout)
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .build()?;
         myself.cast(HealthMsg::Tick)?;
-        Ok(HealthState { spec: args.spec, server: args.server, client, passed_once: false, probe: None })
+        Ok(HealthState {
+            spec: args.spec,
+            server: args.server,
+            client,
+            passed_once: false,
+            probe: None,
+        })
     }
 
-    async fn handle(&self, myself: ActorRef<HealthMsg>, msg: HealthMsg, state: &mut HealthState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<HealthMsg>,
+        msg: HealthMsg,
+        state: &mut HealthState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             HealthMsg::Tick => {
                 // The probe runs beside the mailbox and reports back, so the actor stays responsive.
@@ -73,7 +88,11 @@ impl Actor for HealthPoller {
         Ok(())
     }
 
-    async fn post_stop(&self, _myself: ActorRef<HealthMsg>, state: &mut HealthState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<HealthMsg>,
+        state: &mut HealthState,
+    ) -> Result<(), ActorProcessingErr> {
         if let Some(probe) = state.probe.take() {
             probe.abort();
         }
@@ -84,10 +103,21 @@ impl Actor for HealthPoller {
 /// One GET; healthy on a 2xx status.
 async fn probe(client: &reqwest::Client, url: &str) -> (bool, String) {
     match client.get(url).send().await {
-        Ok(resp) if resp.status().is_success() => (true, format!("HTTP {}", resp.status().as_u16())),
-        Ok(resp) => (false, format!("health check {url} answered HTTP {}", resp.status().as_u16())),
+        Ok(resp) if resp.status().is_success() => {
+            (true, format!("HTTP {}", resp.status().as_u16()))
+        }
+        Ok(resp) => (
+            false,
+            format!(
+                "health check {url} answered HTTP {}",
+                resp.status().as_u16()
+            ),
+        ),
         Err(err) if err.is_timeout() => (false, format!("health check {url} timed out")),
-        Err(err) if err.is_connect() => (false, format!("health check {url}: connection refused or unreachable")),
+        Err(err) if err.is_connect() => (
+            false,
+            format!("health check {url}: connection refused or unreachable"),
+        ),
         Err(err) => (false, format!("health check {url} failed: {err}")),
     }
 }

@@ -29,7 +29,10 @@ pub(crate) struct MetricsRing {
 
 impl MetricsRing {
     pub(crate) fn new(capacity: usize) -> MetricsRing {
-        MetricsRing { samples: Mutex::new(VecDeque::new()), capacity: capacity.max(1) }
+        MetricsRing {
+            samples: Mutex::new(VecDeque::new()),
+            capacity: capacity.max(1),
+        }
     }
 
     pub(crate) fn push(&self, sample: MetricsSample) {
@@ -41,11 +44,20 @@ impl MetricsRing {
     }
 
     pub(crate) fn latest(&self) -> Option<MetricsSample> {
-        self.samples.lock().unwrap_or_else(|p| p.into_inner()).back().copied()
+        self.samples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .back()
+            .copied()
     }
 
     pub(crate) fn all(&self) -> Vec<MetricsSample> {
-        self.samples.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect()
+        self.samples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect()
     }
 }
 
@@ -74,20 +86,37 @@ impl Actor for MetricsSampler {
     type State = MetricsState;
     type Arguments = MetricsArgs;
 
-    async fn pre_start(&self, myself: ActorRef<MetricsMsg>, args: MetricsArgs) -> Result<MetricsState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<MetricsMsg>,
+        args: MetricsArgs,
+    ) -> Result<MetricsState, ActorProcessingErr> {
         myself.send_after(args.interval, || MetricsMsg::Tick);
-        Ok(MetricsState { args, sampling: None })
+        Ok(MetricsState {
+            args,
+            sampling: None,
+        })
     }
 
-    async fn handle(&self, myself: ActorRef<MetricsMsg>, _msg: MetricsMsg, state: &mut MetricsState) -> Result<(), ActorProcessingErr> {
-        let busy = state.sampling.as_ref().is_some_and(|task| !task.is_finished());
+    async fn handle(
+        &self,
+        myself: ActorRef<MetricsMsg>,
+        _msg: MetricsMsg,
+        state: &mut MetricsState,
+    ) -> Result<(), ActorProcessingErr> {
+        let busy = state
+            .sampling
+            .as_ref()
+            .is_some_and(|task| !task.is_finished());
         if !busy {
             let control = state.args.control.clone();
             let ring = state.args.ring.clone();
             let server = state.args.server.clone();
             let generation = state.args.generation;
             state.sampling = Some(tokio::spawn(async move {
-                let Some(usage) = control.usage().await else { return };
+                let Some(usage) = control.usage().await else {
+                    return;
+                };
                 let sample = MetricsSample {
                     at: SystemTime::now(),
                     generation,
@@ -103,7 +132,11 @@ impl Actor for MetricsSampler {
         Ok(())
     }
 
-    async fn post_stop(&self, _myself: ActorRef<MetricsMsg>, state: &mut MetricsState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<MetricsMsg>,
+        state: &mut MetricsState,
+    ) -> Result<(), ActorProcessingErr> {
         if let Some(task) = state.sampling.take() {
             task.abort();
         }

@@ -81,13 +81,24 @@ pub struct LogSpec {
 impl LogSpec {
     /// Settings suited to tests and examples: a small ring and small files in `dir`.
     pub fn in_dir(dir: impl Into<PathBuf>) -> LogSpec {
-        LogSpec { dir: dir.into(), ring_lines: 500, max_line_bytes: 16 * 1024, max_file_bytes: 10 << 20, max_files: 5 }
+        LogSpec {
+            dir: dir.into(),
+            ring_lines: 500,
+            max_line_bytes: 16 * 1024,
+            max_file_bytes: 10 << 20,
+            max_files: 5,
+        }
     }
 }
 
 impl ServerSpec {
     /// A spec with the defaults of `server_config.json` for everything but the identity and command.
-    pub fn new(id: impl Into<String>, command: Vec<String>, working_dir: impl Into<PathBuf>, logs: LogSpec) -> ServerSpec {
+    pub fn new(
+        id: impl Into<String>,
+        command: Vec<String>,
+        working_dir: impl Into<PathBuf>,
+        logs: LogSpec,
+    ) -> ServerSpec {
         let id = id.into();
         let default_policy = policy::RestartPolicy::new(policy::PolicyConfig::default())
             .map(|(policy, _warnings)| policy)

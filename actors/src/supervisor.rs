@@ -75,13 +75,28 @@ pub(crate) enum SupervisorMsg {
     Books(ServerId, Reply<(Arc<LogBook>, Arc<MetricsRing>)>),
     Shutdown(RpcReplyPort<()>),
     /// From a server actor: its incarnation is ready.
-    Ready { id: ServerId, generation: u64 },
+    Ready {
+        id: ServerId,
+        generation: u64,
+    },
     /// From a server actor: a health probe result changed its health.
-    Health { id: ServerId, generation: u64, healthy: bool, detail: String },
+    Health {
+        id: ServerId,
+        generation: u64,
+        healthy: bool,
+        detail: String,
+    },
     /// From a server actor: something an operator should know.
-    Incident { id: ServerId, generation: u64, message: String },
+    Incident {
+        id: ServerId,
+        generation: u64,
+        message: String,
+    },
     /// A restart delay passed.
-    RestartTimer { id: ServerId, generation: u64 },
+    RestartTimer {
+        id: ServerId,
+        generation: u64,
+    },
 }
 
 /// What to do once the current incarnation has stopped.
@@ -152,7 +167,9 @@ fn budget(max_restarts: u32, window: Duration) -> Result<policy::RestartPolicy, 
         backoff: policy::Backoff::Fixed,
         ..policy::PolicyConfig::default()
     };
-    policy::RestartPolicy::new(cfg).map(|(p, _)| p).map_err(|err| ActorsError::Config(err.to_string()))
+    policy::RestartPolicy::new(cfg)
+        .map(|(p, _)| p)
+        .map_err(|err| ActorsError::Config(err.to_string()))
 }
 
 impl Actor for Supervisor {
@@ -160,7 +177,11 @@ impl Actor for Supervisor {
     type State = SupervisorState;
     type Arguments = SupervisorArgs;
 
-    async fn pre_start(&self, _myself: ActorRef<SupervisorMsg>, args: SupervisorArgs) -> Result<SupervisorState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        args: SupervisorArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
         if let Err(err) = crate::process::become_subreaper() {
             tracing::warn!(error = %err, "could not become a child subreaper; orphans of hosted servers go to init");
         }
@@ -172,8 +193,14 @@ impl Actor for Supervisor {
             }
         };
         let table = Arc::new(ProcTable::new());
-        let launcher = args.config.launcher.clone().unwrap_or_else(|| Arc::new(ProcessLauncher::new(table)));
-        let seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        let launcher = args
+            .config
+            .launcher
+            .clone()
+            .unwrap_or_else(|| Arc::new(ProcessLauncher::new(table)));
+        let seed = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
         let mut own_history = policy::History::new();
         own_history.admin_start(0);
         Ok(SupervisorState {
@@ -195,7 +222,12 @@ impl Actor for Supervisor {
         })
     }
 
-    async fn handle(&self, myself: ActorRef<SupervisorMsg>, msg: SupervisorMsg, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        msg: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Add(spec, reply) => {
                 let res = state.add(*spec);
@@ -217,7 +249,13 @@ impl Actor for Supervisor {
             }
             SupervisorMsg::Delete(id, reply) => state.stop(&id, AfterStop::Delete, reply),
             SupervisorMsg::Status(id, reply) => {
-                let _ = reply.send(state.servers.get(&id).map(status_of).ok_or(ActorsError::NotFound(id)));
+                let _ = reply.send(
+                    state
+                        .servers
+                        .get(&id)
+                        .map(status_of)
+                        .ok_or(ActorsError::NotFound(id)),
+                );
             }
             SupervisorMsg::List(reply) => {
                 let mut all: Vec<ServerStatus> = state.servers.values().map(status_of).collect();
@@ -225,7 +263,11 @@ impl Actor for Supervisor {
                 let _ = reply.send(all);
             }
             SupervisorMsg::Books(id, reply) => {
-                let res = state.servers.get(&id).map(|e| (e.logs.clone(), e.metrics.clone())).ok_or(ActorsError::NotFound(id));
+                let res = state
+                    .servers
+                    .get(&id)
+                    .map(|e| (e.logs.clone(), e.metrics.clone()))
+                    .ok_or(ActorsError::NotFound(id));
                 let _ = reply.send(res);
             }
             SupervisorMsg::Shutdown(reply) => {
@@ -242,7 +284,11 @@ impl Actor for Supervisor {
                                 state.begin_stop(&id, "hivehost is shutting down");
                             }
                         } else if entry.state == ServerState::Backoff {
-                            state.set_state(&id, ServerState::Stopped, "hivehost is shutting down".into());
+                            state.set_state(
+                                &id,
+                                ServerState::Stopped,
+                                "hivehost is shutting down".into(),
+                            );
                         }
                     }
                 }
@@ -250,30 +296,55 @@ impl Actor for Supervisor {
             }
             SupervisorMsg::Ready { id, generation } => {
                 let now = state.now_ms();
-                let Some(entry) = state.current(&id, generation) else { return Ok(()) };
+                let Some(entry) = state.current(&id, generation) else {
+                    return Ok(());
+                };
                 entry.history.ready(generation, now);
                 if entry.state == ServerState::Starting {
                     state.set_state(&id, ServerState::Running, "ready".into());
                 }
             }
-            SupervisorMsg::Health { id, generation, healthy, detail } => {
-                let Some(entry) = state.current(&id, generation) else { return Ok(()) };
+            SupervisorMsg::Health {
+                id,
+                generation,
+                healthy,
+                detail,
+            } => {
+                let Some(entry) = state.current(&id, generation) else {
+                    return Ok(());
+                };
                 entry.last_health = Some(detail.clone());
-                entry.health_failures = if healthy { 0 } else { entry.health_failures + 1 };
+                entry.health_failures = if healthy {
+                    0
+                } else {
+                    entry.health_failures + 1
+                };
                 match (entry.state, healthy) {
-                    (ServerState::Running, false) => state.set_state(&id, ServerState::Unhealthy, detail),
-                    (ServerState::Unhealthy, true) => state.set_state(&id, ServerState::Running, format!("healthy again: {detail}")),
+                    (ServerState::Running, false) => {
+                        state.set_state(&id, ServerState::Unhealthy, detail)
+                    }
+                    (ServerState::Unhealthy, true) => state.set_state(
+                        &id,
+                        ServerState::Running,
+                        format!("healthy again: {detail}"),
+                    ),
                     _ => {}
                 }
             }
-            SupervisorMsg::Incident { id, generation, message } => {
+            SupervisorMsg::Incident {
+                id,
+                generation,
+                message,
+            } => {
                 state.emit(&id, generation, EventKind::Incident { message });
             }
             SupervisorMsg::RestartTimer { id, generation } => {
                 if state.shutting_down {
                     return Ok(());
                 }
-                let Some(entry) = state.servers.get_mut(&id) else { return Ok(()) };
+                let Some(entry) = state.servers.get_mut(&id) else {
+                    return Ok(());
+                };
                 if entry.history.timer_fired(generation) {
                     entry.next_restart = None;
                     state.launch(&myself, &id, generation, "restarting").await;
@@ -292,16 +363,28 @@ impl Actor for Supervisor {
         // Overridden on purpose: ractor's default stops the supervisor when any child ends.
         match evt {
             SupervisionEvent::ActorTerminated(cell, _, _) => {
-                let Some(id) = state.by_actor.remove(&cell.get_id()) else { return Ok(()) };
+                let Some(id) = state.by_actor.remove(&cell.get_id()) else {
+                    return Ok(());
+                };
                 state.incarnation_ended(&myself, &id, None).await;
             }
             SupervisionEvent::ActorFailed(cell, err) => {
-                let Some(id) = state.by_actor.remove(&cell.get_id()) else { return Ok(()) };
+                let Some(id) = state.by_actor.remove(&cell.get_id()) else {
+                    return Ok(());
+                };
                 tracing::error!(server = %id, error = %err, "server actor failed");
-                state.incarnation_ended(&myself, &id, Some(err.to_string())).await;
+                state
+                    .incarnation_ended(&myself, &id, Some(err.to_string()))
+                    .await;
                 let now = state.now_ms();
                 let generation = state.own_history.generation();
-                let decision = state.own_history.exited(&state.own_policy, generation, policy::ExitKind::Crashed, now, 0);
+                let decision = state.own_history.exited(
+                    &state.own_policy,
+                    generation,
+                    policy::ExitKind::Crashed,
+                    now,
+                    0,
+                );
                 match decision {
                     policy::Decision::Restart { generation, .. } => {
                         state.own_history.timer_fired(generation);
@@ -323,7 +406,11 @@ impl Actor for Supervisor {
         Ok(())
     }
 
-    async fn post_stop(&self, _myself: ActorRef<SupervisorMsg>, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         if let Some(reaper) = state.reaper.take() {
             reaper.abort();
         }
@@ -363,17 +450,27 @@ impl SupervisorState {
 
     /// The entry of `id` if `generation` is its current incarnation.
     fn current(&mut self, id: &str, generation: u64) -> Option<&mut Entry> {
-        self.servers.get_mut(id).filter(|e| e.live.as_ref().is_some_and(|l| l.generation == generation))
+        self.servers
+            .get_mut(id)
+            .filter(|e| e.live.as_ref().is_some_and(|l| l.generation == generation))
     }
 
     fn emit(&self, id: &str, generation: u64, kind: EventKind) {
-        let event = Event { server: id.to_owned(), generation, at: SystemTime::now(), instant: std::time::Instant::now(), kind };
+        let event = Event {
+            server: id.to_owned(),
+            generation,
+            at: SystemTime::now(),
+            instant: std::time::Instant::now(),
+            kind,
+        };
         tracing::debug!(server = %id, generation, event = ?event.kind, "event");
         let _ = self.events.send(event);
     }
 
     fn set_state(&mut self, id: &str, to: ServerState, reason: String) {
-        let Some(entry) = self.servers.get_mut(id) else { return };
+        let Some(entry) = self.servers.get_mut(id) else {
+            return;
+        };
         let from = entry.state;
         if from == to {
             return;
@@ -393,10 +490,15 @@ impl SupervisorState {
             return Err(ActorsError::AlreadyExists(spec.id));
         }
         if self.servers.len() >= self.config.max_servers {
-            return Err(ActorsError::TooMany { max: self.config.max_servers });
+            return Err(ActorsError::TooMany {
+                max: self.config.max_servers,
+            });
         }
         if spec.command.is_empty() {
-            return Err(ActorsError::InvalidSpec(format!("server {}: the command is empty", spec.id)));
+            return Err(ActorsError::InvalidSpec(format!(
+                "server {}: the command is empty",
+                spec.id
+            )));
         }
         let id = spec.id.clone();
         let entry = Entry {
@@ -422,12 +524,19 @@ impl SupervisorState {
         Ok(status)
     }
 
-    async fn start(&mut self, myself: &ActorRef<SupervisorMsg>, id: &str) -> Result<ServerStatus, ActorsError> {
+    async fn start(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        id: &str,
+    ) -> Result<ServerStatus, ActorsError> {
         if self.shutting_down {
             return Err(ActorsError::ShuttingDown);
         }
         let now = self.now_ms();
-        let entry = self.servers.get_mut(id).ok_or_else(|| ActorsError::NotFound(id.to_owned()))?;
+        let entry = self
+            .servers
+            .get_mut(id)
+            .ok_or_else(|| ActorsError::NotFound(id.to_owned()))?;
         match entry.state {
             ServerState::Starting | ServerState::Running | ServerState::Unhealthy => {}
             ServerState::Stopping => {
@@ -441,12 +550,23 @@ impl SupervisorState {
                 self.launch(myself, id, generation, "start requested").await;
             }
         }
-        self.servers.get(id).map(status_of).ok_or_else(|| ActorsError::NotFound(id.to_owned()))
+        self.servers
+            .get(id)
+            .map(status_of)
+            .ok_or_else(|| ActorsError::NotFound(id.to_owned()))
     }
 
     /// Spawns the server actor of incarnation `generation` (its `pre_start` starts the process).
-    async fn launch(&mut self, myself: &ActorRef<SupervisorMsg>, id: &str, generation: u64, reason: &str) {
-        let Some(entry) = self.servers.get(id) else { return };
+    async fn launch(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        id: &str,
+        generation: u64,
+        reason: &str,
+    ) {
+        let Some(entry) = self.servers.get(id) else {
+            return;
+        };
         let slot = Arc::new(Slot::default());
         let args = ServerArgs {
             spec: entry.spec.clone(),
@@ -464,7 +584,12 @@ impl SupervisorState {
                 if let Some(entry) = self.servers.get_mut(id) {
                     entry.last_pid = slot.pid();
                     entry.health_failures = 0;
-                    entry.live = Some(Live { actor, generation, slot, started: SystemTime::now() });
+                    entry.live = Some(Live {
+                        actor,
+                        generation,
+                        slot,
+                        started: SystemTime::now(),
+                    });
                 }
                 let pid = self.servers.get(id).and_then(|e| e.last_pid);
                 let reason = match pid {
@@ -478,21 +603,42 @@ impl SupervisorState {
                     ractor::SpawnErr::StartupFailed(inner) => inner.to_string(),
                     other => other.to_string(),
                 };
-                self.emit(id, generation, EventKind::Incident { message: format!("start failed: {message}") });
+                self.emit(
+                    id,
+                    generation,
+                    EventKind::Incident {
+                        message: format!("start failed: {message}"),
+                    },
+                );
                 if let Some(entry) = self.servers.get_mut(id) {
                     entry.last_pid = None;
                 }
                 // A failed start is charged like any exit; the policy may start it again (boxed: recursion).
-                Box::pin(self.apply_exit(myself, id, generation, Outcome::Exited(policy::ExitKind::SpawnFailed), Some(message)))
-                    .await;
+                Box::pin(self.apply_exit(
+                    myself,
+                    id,
+                    generation,
+                    Outcome::Exited(policy::ExitKind::SpawnFailed),
+                    Some(message),
+                ))
+                .await;
             }
         }
     }
 
     /// An incarnation's actor is gone: read its outcome and decide.
-    async fn incarnation_ended(&mut self, myself: &ActorRef<SupervisorMsg>, id: &str, failure: Option<String>) {
-        let Some(entry) = self.servers.get_mut(id) else { return };
-        let Some(live) = entry.live.take() else { return };
+    async fn incarnation_ended(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        id: &str,
+        failure: Option<String>,
+    ) {
+        let Some(entry) = self.servers.get_mut(id) else {
+            return;
+        };
+        let Some(live) = entry.live.take() else {
+            return;
+        };
         let outcome = match live.slot.outcome() {
             Some(outcome) => outcome,
             None => {
@@ -510,13 +656,23 @@ impl SupervisorState {
             }
         };
         let _ = live.started;
-        self.apply_exit(myself, id, live.generation, outcome, failure).await;
+        self.apply_exit(myself, id, live.generation, outcome, failure)
+            .await;
     }
 
-    async fn apply_exit(&mut self, myself: &ActorRef<SupervisorMsg>, id: &str, generation: u64, outcome: Outcome, detail: Option<String>) {
+    async fn apply_exit(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        id: &str,
+        generation: u64,
+        outcome: Outcome,
+        detail: Option<String>,
+    ) {
         let now = self.now_ms();
         let sample = self.jitter_sample();
-        let Some(entry) = self.servers.get_mut(id) else { return };
+        let Some(entry) = self.servers.get_mut(id) else {
+            return;
+        };
         let (Outcome::Exited(kind) | Outcome::Stopped(kind)) = outcome;
         let mut exit = Exit::new(kind);
         if let Some(detail) = detail {
@@ -526,17 +682,28 @@ impl SupervisorState {
         let pid = entry.last_pid;
         let description = exit.description.clone();
         self.emit(id, generation, EventKind::Exited { pid, exit });
-        let Some(entry) = self.servers.get_mut(id) else { return };
+        let Some(entry) = self.servers.get_mut(id) else {
+            return;
+        };
         match outcome {
             Outcome::Stopped(_) => {
                 let after = std::mem::replace(&mut entry.after_stop, AfterStop::Nothing);
                 if entry.state != ServerState::Failed {
-                    self.set_state(id, ServerState::Stopped, format!("stopped on request ({description})"));
+                    self.set_state(
+                        id,
+                        ServerState::Stopped,
+                        format!("stopped on request ({description})"),
+                    );
                 }
                 match after {
                     AfterStop::Start if !self.shutting_down => {
-                        let generation = self.servers.get_mut(id).map(|e| e.history.admin_start(now)).unwrap_or(0);
-                        self.launch(myself, id, generation, "restart requested").await;
+                        let generation = self
+                            .servers
+                            .get_mut(id)
+                            .map(|e| e.history.admin_start(now))
+                            .unwrap_or(0);
+                        self.launch(myself, id, generation, "restart requested")
+                            .await;
                     }
                     AfterStop::Delete => {
                         self.remove(id);
@@ -547,13 +714,29 @@ impl SupervisorState {
                 self.reply_waiters(id);
             }
             Outcome::Exited(kind) => {
-                let decision = entry.history.exited(&entry.spec.policy, generation, kind, now, sample);
+                let decision =
+                    entry
+                        .history
+                        .exited(&entry.spec.policy, generation, kind, now, sample);
                 match decision {
-                    policy::Decision::Restart { delay_ms, generation, attempt } => {
+                    policy::Decision::Restart {
+                        delay_ms,
+                        generation,
+                        attempt,
+                    } => {
                         entry.restarts += 1;
-                        entry.next_restart = Some(SystemTime::now() + Duration::from_millis(delay_ms));
-                        self.set_state(id, ServerState::Backoff, format!("{description}; restart {attempt} in {delay_ms} ms"));
-                        self.emit(id, generation, EventKind::RestartScheduled { delay_ms, attempt });
+                        entry.next_restart =
+                            Some(SystemTime::now() + Duration::from_millis(delay_ms));
+                        self.set_state(
+                            id,
+                            ServerState::Backoff,
+                            format!("{description}; restart {attempt} in {delay_ms} ms"),
+                        );
+                        self.emit(
+                            id,
+                            generation,
+                            EventKind::RestartScheduled { delay_ms, attempt },
+                        );
                         if self.shutting_down {
                             return;
                         }
@@ -566,16 +749,28 @@ impl SupervisorState {
                             }
                         } else {
                             let id = id.to_owned();
-                            myself.send_after(Duration::from_millis(delay_ms), move || SupervisorMsg::RestartTimer { id, generation });
+                            myself.send_after(Duration::from_millis(delay_ms), move || {
+                                SupervisorMsg::RestartTimer { id, generation }
+                            });
                         }
                     }
                     policy::Decision::GiveUp { reason } => {
                         let reason = format!("{description}; gave up: {reason}");
-                        self.emit(id, generation, EventKind::GaveUp { reason: reason.clone() });
+                        self.emit(
+                            id,
+                            generation,
+                            EventKind::GaveUp {
+                                reason: reason.clone(),
+                            },
+                        );
                         self.set_state(id, ServerState::Failed, reason);
                     }
                     policy::Decision::Stay { reason } => {
-                        self.set_state(id, ServerState::Stopped, format!("{description}; not restarted: {reason}"));
+                        self.set_state(
+                            id,
+                            ServerState::Stopped,
+                            format!("{description}; not restarted: {reason}"),
+                        );
                     }
                 }
                 self.reply_waiters(id);
@@ -585,8 +780,14 @@ impl SupervisorState {
     }
 
     fn reply_waiters(&mut self, id: &str) {
-        let Some(entry) = self.servers.get_mut(id) else { return };
-        if entry.live.as_ref().is_some_and(|_| entry.state == ServerState::Stopping) {
+        let Some(entry) = self.servers.get_mut(id) else {
+            return;
+        };
+        if entry
+            .live
+            .as_ref()
+            .is_some_and(|_| entry.state == ServerState::Stopping)
+        {
             return;
         }
         let waiters = std::mem::take(&mut entry.waiters);
@@ -597,8 +798,12 @@ impl SupervisorState {
     }
 
     fn begin_stop(&mut self, id: &str, reason: &str) {
-        let Some(entry) = self.servers.get(id) else { return };
-        let Some(live) = entry.live.as_ref() else { return };
+        let Some(entry) = self.servers.get(id) else {
+            return;
+        };
+        let Some(live) = entry.live.as_ref() else {
+            return;
+        };
         let _ = live.actor.cast(ServerMsg::Stop);
         self.set_state(id, ServerState::Stopping, reason.to_owned());
     }
@@ -627,7 +832,11 @@ impl SupervisorState {
             return;
         }
         if entry.state == ServerState::Backoff {
-            self.set_state(id, ServerState::Stopped, "stop requested during backoff".into());
+            self.set_state(
+                id,
+                ServerState::Stopped,
+                "stop requested during backoff".into(),
+            );
         }
         match after {
             AfterStop::Delete => {
@@ -705,10 +914,19 @@ impl SupervisorHandle {
     pub async fn spawn(config: SupervisorConfig) -> Result<SupervisorHandle, ActorsError> {
         let (events, _) = broadcast::channel(4096);
         let (exit_tx, exit) = watch::channel(None);
-        let args = SupervisorArgs { config, events: events.clone(), exit: exit_tx };
-        let (actor, _join) =
-            Actor::spawn(None, Supervisor, args).await.map_err(|err| ActorsError::Unavailable(err.to_string()))?;
-        Ok(SupervisorHandle { actor, events, exit })
+        let args = SupervisorArgs {
+            config,
+            events: events.clone(),
+            exit: exit_tx,
+        };
+        let (actor, _join) = Actor::spawn(None, Supervisor, args)
+            .await
+            .map_err(|err| ActorsError::Unavailable(err.to_string()))?;
+        Ok(SupervisorHandle {
+            actor,
+            events,
+            exit,
+        })
     }
 
     async fn ask<T: Send + 'static>(
@@ -719,19 +937,25 @@ impl SupervisorHandle {
         match self.actor.call(msg, timeout).await {
             Ok(ractor::rpc::CallResult::Success(res)) => res,
             Ok(ractor::rpc::CallResult::Timeout) => Err(ActorsError::Timeout),
-            Ok(ractor::rpc::CallResult::SenderError) | Err(_) => Err(ActorsError::Unavailable("the supervisor has stopped".into())),
+            Ok(ractor::rpc::CallResult::SenderError) | Err(_) => Err(ActorsError::Unavailable(
+                "the supervisor has stopped".into(),
+            )),
         }
     }
 
     /// Adds a server (stopped); start it with `start`.
     pub async fn add(&self, spec: ServerSpec) -> Result<ServerStatus, ActorsError> {
-        self.ask(Some(QUERY_TIMEOUT), |r| SupervisorMsg::Add(Box::new(spec), r)).await
+        self.ask(Some(QUERY_TIMEOUT), |r| {
+            SupervisorMsg::Add(Box::new(spec), r)
+        })
+        .await
     }
 
     /// Starts a server (clears `failed` and the restart history); returns once its process is spawned.
     pub async fn start(&self, id: &str) -> Result<ServerStatus, ActorsError> {
         let id = id.to_owned();
-        self.ask(Some(QUERY_TIMEOUT), |r| SupervisorMsg::Start(id, r)).await
+        self.ask(Some(QUERY_TIMEOUT), |r| SupervisorMsg::Start(id, r))
+            .await
     }
 
     /// Stops a server and returns once its whole process tree is gone.
@@ -749,19 +973,28 @@ impl SupervisorHandle {
     /// Stops the server and forgets it; its files are the caller's to remove.
     pub async fn delete(&self, id: &str) -> Result<(), ActorsError> {
         let id = id.to_owned();
-        self.ask(None, |r| SupervisorMsg::Delete(id, r)).await.map(|_| ())
+        self.ask(None, |r| SupervisorMsg::Delete(id, r))
+            .await
+            .map(|_| ())
     }
 
     pub async fn status(&self, id: &str) -> Result<ServerStatus, ActorsError> {
         let id = id.to_owned();
-        self.ask(Some(QUERY_TIMEOUT), |r| SupervisorMsg::Status(id, r)).await
+        self.ask(Some(QUERY_TIMEOUT), |r| SupervisorMsg::Status(id, r))
+            .await
     }
 
     pub async fn list(&self) -> Result<Vec<ServerStatus>, ActorsError> {
-        match self.actor.call(SupervisorMsg::List, Some(QUERY_TIMEOUT)).await {
+        match self
+            .actor
+            .call(SupervisorMsg::List, Some(QUERY_TIMEOUT))
+            .await
+        {
             Ok(ractor::rpc::CallResult::Success(all)) => Ok(all),
             Ok(ractor::rpc::CallResult::Timeout) => Err(ActorsError::Timeout),
-            _ => Err(ActorsError::Unavailable("the supervisor has stopped".into())),
+            _ => Err(ActorsError::Unavailable(
+                "the supervisor has stopped".into(),
+            )),
         }
     }
 
@@ -785,7 +1018,8 @@ impl SupervisorHandle {
 
     async fn books(&self, id: &str) -> Result<(Arc<LogBook>, Arc<MetricsRing>), ActorsError> {
         let id = id.to_owned();
-        self.ask(Some(QUERY_TIMEOUT), |r| SupervisorMsg::Books(id, r)).await
+        self.ask(Some(QUERY_TIMEOUT), |r| SupervisorMsg::Books(id, r))
+            .await
     }
 
     /// Every event from now on.
@@ -797,7 +1031,11 @@ impl SupervisorHandle {
     pub async fn shutdown(&self) -> Result<(), ActorsError> {
         match self.actor.call(SupervisorMsg::Shutdown, None).await {
             Ok(ractor::rpc::CallResult::Success(())) => {}
-            _ => return Err(ActorsError::Unavailable("the supervisor has stopped".into())),
+            _ => {
+                return Err(ActorsError::Unavailable(
+                    "the supervisor has stopped".into(),
+                ));
+            }
         }
         let _ = self.actor.stop_and_wait(None, None).await;
         Ok(())

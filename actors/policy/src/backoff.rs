@@ -16,8 +16,7 @@ pub(crate) fn exponential(initial: u64, multiplier: f64, cap: u64, streak: u32) 
     if initial >= cap {
         return cap;
     }
-    // The comparison is written so that a NaN multiplier also takes this branch.
-    if streak == 0 || initial == 0 || !(multiplier > 1.0) {
+    if streak == 0 || initial == 0 || multiplier.is_nan() || multiplier <= 1.0 {
         return initial;
     }
     if multiplier.fract() == 0.0 && multiplier < u64::MAX as f64 {
@@ -35,7 +34,7 @@ pub(crate) fn exponential(initial: u64, multiplier: f64, cap: u64, streak: u32) 
     }
     let exact = initial as f64 * multiplier.powf(f64::from(streak));
     // `cap as f64` may round up, so values just below it are also clamped by `min` afterwards.
-    if !(exact < cap as f64) {
+    if exact.is_nan() || exact >= cap as f64 {
         return cap;
     }
     (exact as u64).max(initial).min(cap)
@@ -57,11 +56,10 @@ pub(crate) fn jittered(base: u64, jitter: f64, sample: u32) -> u64 {
 /// A fraction outside that range (or NaN) is treated as 0 below and 1 above; validation never
 /// lets one through.
 fn scaled_down(value: u64, fraction: f64) -> u64 {
-    // The comparisons are written so that NaN takes the first branch.
-    if !(fraction > 0.0) {
+    if fraction.is_nan() || fraction <= 0.0 {
         return 0;
     }
-    if !(fraction < 1.0) {
+    if fraction >= 1.0 {
         return value;
     }
     // A positive finite f64 is exactly `mantissa * 2^exponent`.

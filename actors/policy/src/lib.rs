@@ -248,7 +248,11 @@ impl RestartPolicy {
     /// never exceeds the cap: a sample of 0 gives `base`, `u32::MAX` gives (almost)
     /// `base * (1 - jitter)`, and a jitter of 0 ignores the sample.
     pub fn delay_ms(&self, streak: u32, jitter_sample: u32) -> u64 {
-        backoff::jittered(self.base_delay_ms(streak), self.config.jitter, jitter_sample)
+        backoff::jittered(
+            self.base_delay_ms(streak),
+            self.config.jitter,
+            jitter_sample,
+        )
     }
 
     /// The shortest delay the restart with index `streak` can get, whatever the sample.

@@ -463,7 +463,9 @@ fn backoff() -> impl Strategy<Value = Backoff> {
 }
 
 /// Valid configs with small numbers, dyadic jitter and multipliers the model computes exactly.
-fn sequence_config(max_restarts: impl Strategy<Value = u32>) -> impl Strategy<Value = PolicyConfig> {
+fn sequence_config(
+    max_restarts: impl Strategy<Value = u32>,
+) -> impl Strategy<Value = PolicyConfig> {
     (
         mode(),
         max_restarts,
@@ -557,16 +559,13 @@ fn scenario_with(
     gaps: impl Strategy<Value = Gap>,
     start: impl Strategy<Value = u64>,
 ) -> impl Strategy<Value = Scenario> {
-    (
-        config,
-        start,
-        prop::collection::vec((gaps, event()), 1..60),
-    )
-        .prop_map(|(config, start, steps)| Scenario {
+    (config, start, prop::collection::vec((gaps, event()), 1..60)).prop_map(
+        |(config, start, steps)| Scenario {
             config,
             start,
             steps,
-        })
+        },
+    )
 }
 
 /// The default scenario: budgets of 0 to 6, any start time, forward gaps.
@@ -580,7 +579,14 @@ fn scenario() -> impl Strategy<Value = Scenario> {
 
 /// Any valid config, including extreme values.
 fn wide_config() -> impl Strategy<Value = PolicyConfig> {
-    let amount = || prop_oneof![0u64..=1_000, 0u64..=10_000_000, any::<u64>(), Just(u64::MAX)];
+    let amount = || {
+        prop_oneof![
+            0u64..=1_000,
+            0u64..=10_000_000,
+            any::<u64>(),
+            Just(u64::MAX)
+        ]
+    };
     let multiplier = prop_oneof![
         Just(1.0),
         Just(1.0 + f64::EPSILON),
@@ -624,11 +630,7 @@ fn streak() -> impl Strategy<Value = u32> {
 /// Configs with any values, valid or not.
 fn raw_config() -> impl Strategy<Value = PolicyConfig> {
     let float = |specials: Vec<f64>| {
-        prop_oneof![
-            prop::sample::select(specials),
-            -2.0f64..=3.0,
-            any::<f64>(),
-        ]
+        prop_oneof![prop::sample::select(specials), -2.0f64..=3.0, any::<f64>(),]
     };
     (
         mode(),
@@ -638,7 +640,15 @@ fn raw_config() -> impl Strategy<Value = PolicyConfig> {
         backoff(),
         float(vec![f64::NAN, f64::INFINITY, -1.0, 0.0, 0.999, 1.0, 2.0]),
         prop_oneof![Just(0u64), 0u64..=100_000, any::<u64>()],
-        float(vec![f64::NAN, f64::NEG_INFINITY, -0.1, 0.0, 0.5, 1.0, 1.0001]),
+        float(vec![
+            f64::NAN,
+            f64::NEG_INFINITY,
+            -0.1,
+            0.0,
+            0.5,
+            1.0,
+            1.0001,
+        ]),
         prop_oneof![Just(0u64), any::<u64>()],
     )
         .prop_map(
@@ -963,8 +973,13 @@ fn streak_case() -> impl Strategy<Value = (PolicyConfig, Vec<Cycle>)> {
             ..c
         })
         .prop_flat_map(|c| {
-            let cycle = (any::<bool>(), uptime_around(c.reset_after_ms), sample())
-                .prop_map(|(ready, uptime, sample)| Cycle { ready, uptime, sample });
+            let cycle = (any::<bool>(), uptime_around(c.reset_after_ms), sample()).prop_map(
+                |(ready, uptime, sample)| Cycle {
+                    ready,
+                    uptime,
+                    sample,
+                },
+            );
             (Just(c), prop::collection::vec(cycle, 1..20))
         })
 }
@@ -1012,12 +1027,13 @@ proptest! {
         let mut generation = h.admin_start(0);
         let mut now = 0u64;
         for (i, (&gap, &ready)) in gaps.iter().zip(&ready_for).enumerate() {
-            // A ready incarnation fails one ms before reset_after; otherwise it never gets ready.
+            // Starting takes at least a window; a ready incarnation then fails one ms before
+            // reset_after, any other never gets ready.
+            now += config.restart_window_ms + gap;
             if ready {
                 h.ready(generation, now);
                 now += config.reset_after_ms - 1;
             }
-            now += config.restart_window_ms + gap;
             let decision = h.exited(&p, generation, ExitKind::HealthCheck, now, 0);
             let Decision::Restart { attempt, generation: next, .. } = decision else {
                 return Err(TestCaseError::fail(format!("expected a restart, got {decision:?}")));
@@ -1110,12 +1126,17 @@ proptest! {
         s in scenario_with(sequence_config(0u32..=6), gap_with_regressions(), prop_oneof![0u64..=1_000_000, any::<u64>()]),
     ) {
         let (p, raw, _) = run_scenario(&s)?;
-        // The same events with the clock replaced by its running maximum.
+        // The same events with the clock replaced by its running maximum. Timers carry no
+        // time, so they do not move the maximum (their time only serves the window query).
         let events: Vec<Event> = s.steps.iter().map(|&(_, e)| e).collect();
         let mut high = s.start;
         let clamped: Vec<u64> = timeline(s.start, &s.steps, &s.config)
             .into_iter()
-            .map(|t| {
+            .zip(&events)
+            .map(|(t, event)| {
+                if matches!(event, Event::Timer(_)) {
+                    return high.max(t);
+                }
                 high = high.max(t);
                 high
             })
@@ -1237,7 +1258,9 @@ proptest! {
     #[test]
     fn every_accepted_config_satisfies_the_invariants(config in raw_config()) {
         if let Ok((p, warnings)) = RestartPolicy::new(config.clone()) {
-            prop_assert_eq!(p.config(), &config);
+            // Debug text rather than `==`, because a NaN multiplier is accepted with fixed
+            // backoff and NaN is not equal to itself.
+            prop_assert_eq!(format!("{:?}", p.config()), format!("{config:?}"));
             prop_assert_eq!(broken_fields(&config), Vec::<&str>::new());
             prop_assert!(config.max_restarts == 0 || config.restart_window_ms > 0);
             prop_assert!(config.max_restart_delay_ms >= config.restart_delay_ms);
@@ -1266,7 +1289,6 @@ proptest! {
                 prop_assert_eq!(err.to_string(), joined.join("; "));
                 for p in &err.problems {
                     prop_assert!(!p.message.ends_with('.'), "{}", p);
-                    prop_assert_eq!(p.message.to_lowercase(), p.message.to_lowercase());
                     prop_assert!(p.message.chars().next().is_some_and(|c| !c.is_uppercase()));
                 }
             }

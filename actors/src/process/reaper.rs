@@ -9,14 +9,21 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 /// this lock from fork until the pid is registered, and the reaper holds it while it reaps.
 pub(crate) fn spawned() -> MutexGuard<'static, HashSet<u32>> {
     static SPAWNED: OnceLock<Mutex<HashSet<u32>>> = OnceLock::new();
-    SPAWNED.get_or_init(|| Mutex::new(HashSet::new())).lock().unwrap_or_else(|poison| poison.into_inner())
+    SPAWNED
+        .get_or_init(|| Mutex::new(HashSet::new()))
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner())
 }
 
 /// Makes this process a child subreaper: orphaned descendants are re-parented to it, not to init.
 pub fn become_subreaper() -> std::io::Result<()> {
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes plain integers and touches no memory of ours.
     let res = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) };
-    if res == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    if res == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Spawns the task that reaps orphans whenever a child-state signal arrives.
@@ -40,7 +47,9 @@ pub(crate) fn spawn_reaper() -> std::io::Result<tokio::task::JoinHandle<()>> {
 /// Reaps every zombie child of this process that no waiter owns; returns how many.
 pub(crate) fn reap_orphans() -> usize {
     let me = std::process::id();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
     let zombies: Vec<u32> = dir
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| zombie_child_of(*pid, me))
@@ -66,9 +75,13 @@ pub(crate) fn reap_orphans() -> usize {
 
 /// Whether `pid` is a zombie whose parent is `parent`, from /proc/<pid>/stat.
 fn zombie_child_of(pid: u32, parent: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
     // The command name is in parentheses and may contain anything: parse after the last ')'.
-    let Some(rest) = stat.rfind(')').map(|at| &stat[at + 1..]) else { return false };
+    let Some(rest) = stat.rfind(')').map(|at| &stat[at + 1..]) else {
+        return false;
+    };
     let mut fields = rest.split_ascii_whitespace();
     let state = fields.next();
     let ppid = fields.next().and_then(|f| f.parse::<u32>().ok());

@@ -43,9 +43,19 @@ struct Inner {
 
 impl ProcTable {
     pub(crate) fn new() -> ProcTable {
-        let empty = Arc::new(Snapshot { taken: Instant::now(), procs: HashMap::new() });
-        let system = System::new().map_err(|err| tracing::error!(error = %err, "cannot read the process table")).ok();
-        ProcTable { inner: Mutex::new(Inner { system, latest: empty }) }
+        let empty = Arc::new(Snapshot {
+            taken: Instant::now(),
+            procs: HashMap::new(),
+        });
+        let system = System::new()
+            .map_err(|err| tracing::error!(error = %err, "cannot read the process table"))
+            .ok();
+        ProcTable {
+            inner: Mutex::new(Inner {
+                system,
+                latest: empty,
+            }),
+        }
     }
 
     /// A snapshot whose refresh began at or after `not_before`.
@@ -55,7 +65,9 @@ impl ProcTable {
             return inner.latest.clone();
         }
         let taken = Instant::now();
-        let Some(system) = inner.system.take() else { return inner.latest.clone() };
+        let Some(system) = inner.system.take() else {
+            return inner.latest.clone();
+        };
         let refreshed = tokio::task::spawn_blocking(move || refresh(system)).await;
         match refreshed {
             Ok((system, procs)) => {

@@ -30,7 +30,12 @@ pub(crate) struct Tree {
 
 impl Tree {
     pub(crate) fn new(root: u32, table: Arc<ProcTable>) -> Tree {
-        Tree { root, table, tracked: Mutex::new(HashMap::new()), root_reaped: AtomicBool::new(false) }
+        Tree {
+            root,
+            table,
+            tracked: Mutex::new(HashMap::new()),
+            root_reaped: AtomicBool::new(false),
+        }
     }
 
     /// Records that the root has been reaped.
@@ -47,11 +52,23 @@ impl Tree {
 
     /// The live members in `snap`; remembers them for later snapshots.
     fn members(&self, snap: &Snapshot) -> Vec<u32> {
-        let mut tracked = self.tracked.lock().unwrap_or_else(|poison| poison.into_inner());
-        tracked.retain(|pid, start| snap.procs.get(pid).is_some_and(|p| p.start_time == *start && !p.zombie));
+        let mut tracked = self
+            .tracked
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        tracked.retain(|pid, start| {
+            snap.procs
+                .get(pid)
+                .is_some_and(|p| p.start_time == *start && !p.zombie)
+        });
         let mut seeds: Vec<u32> = tracked.keys().copied().collect();
         seeds.push(self.root);
-        seeds.extend(snap.procs.iter().filter(|(_, p)| p.sid == self.root && !p.zombie).map(|(pid, _)| *pid));
+        seeds.extend(
+            snap.procs
+                .iter()
+                .filter(|(_, p)| p.sid == self.root && !p.zombie)
+                .map(|(pid, _)| *pid),
+        );
         let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
         for (pid, info) in &snap.procs {
             children.entry(info.ppid).or_default().push(*pid);
@@ -81,9 +98,12 @@ impl Tree {
     }
 
     async fn terminate_tree(&self) {
-        self.signal_group(libc::SIGTERM);
+        // Collect the members before signalling: once the root dies its children are re-parented
+        // and only the tracked set still ties them to this tree.
         let snap = self.snapshot().await;
-        for pid in self.members(&snap) {
+        let members = self.members(&snap);
+        self.signal_group(libc::SIGTERM);
+        for pid in members {
             signal(pid, libc::SIGTERM);
             // A stopped process cannot act on SIGTERM.
             signal(pid, libc::SIGCONT);
@@ -98,7 +118,11 @@ impl Tree {
         loop {
             rounds += 1;
             let snap = self.snapshot().await;
-            let fresh: Vec<u32> = self.members(&snap).into_iter().filter(|pid| !stopped.contains(pid)).collect();
+            let fresh: Vec<u32> = self
+                .members(&snap)
+                .into_iter()
+                .filter(|pid| !stopped.contains(pid))
+                .collect();
             if fresh.is_empty() || rounds >= MAX_KILL_ROUNDS {
                 break;
             }
@@ -131,7 +155,10 @@ impl Tree {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        KillReport { killed: stopped.len(), survivors }
+        KillReport {
+            killed: stopped.len(),
+            survivors,
+        }
     }
 
     async fn usage_now(&self) -> Option<Usage> {
@@ -163,7 +190,10 @@ impl TreeControl for Tree {
 
     fn kill_now(&self) {
         self.signal_group(libc::SIGKILL);
-        let tracked = self.tracked.lock().unwrap_or_else(|poison| poison.into_inner());
+        let tracked = self
+            .tracked
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         for pid in tracked.keys() {
             signal(*pid, libc::SIGKILL);
         }
@@ -195,7 +225,9 @@ fn signal(pid: u32, sig: i32) {
 
 /// Sends `sig` to the process group led by `leader`.
 fn signal_group(leader: u32, sig: i32) {
-    let Ok(pgid) = i32::try_from(leader) else { return };
+    let Ok(pgid) = i32::try_from(leader) else {
+        return;
+    };
     if pgid <= 1 || pgid == std::process::id() as i32 {
         return;
     }
