@@ -7,9 +7,7 @@ pub enum ActorsError {
     NotFound(String),
     #[error("a server with id `{0}` exists already: delete it first or choose another id")]
     AlreadyExists(String),
-    #[error(
-        "the limit of {max} servers is reached: delete a server or raise mcp_hosting.max_servers"
-    )]
+    #[error("the limit of {max} servers is reached: delete a server or raise mcp_hosting.max_servers")]
     TooMany { max: usize },
     #[error("invalid server spec: {0}")]
     InvalidSpec(String),

@@ -22,11 +22,7 @@ pub struct Event {
 #[derive(Clone, Debug, PartialEq)]
 pub enum EventKind {
     /// The server's state changed; `reason` says why in words.
-    StateChanged {
-        from: ServerState,
-        to: ServerState,
-        reason: String,
-    },
+    StateChanged { from: ServerState, to: ServerState, reason: String },
     /// An incarnation ended.
     Exited { pid: Option<u32>, exit: Exit },
     /// A restart was scheduled after a delay.
@@ -51,10 +47,7 @@ pub struct Exit {
 
 impl Exit {
     pub(crate) fn new(kind: policy::ExitKind) -> Exit {
-        Exit {
-            kind,
-            description: describe(kind),
-        }
+        Exit { kind, description: describe(kind) }
     }
 }
 

@@ -48,13 +48,7 @@ impl Actor for HealthPoller {
             .no_proxy()
             .build()?;
         myself.cast(HealthMsg::Tick)?;
-        Ok(HealthState {
-            spec: args.spec,
-            server: args.server,
-            client,
-            passed_once: false,
-            probe: None,
-        })
+        Ok(HealthState { spec: args.spec, server: args.server, client, passed_once: false, probe: None })
     }
 
     async fn handle(
@@ -88,11 +82,7 @@ impl Actor for HealthPoller {
         Ok(())
     }
 
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<HealthMsg>,
-        state: &mut HealthState,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(&self, _myself: ActorRef<HealthMsg>, state: &mut HealthState) -> Result<(), ActorProcessingErr> {
         if let Some(probe) = state.probe.take() {
             probe.abort();
         }
@@ -103,21 +93,10 @@ impl Actor for HealthPoller {
 /// One GET; healthy on a 2xx status.
 async fn probe(client: &reqwest::Client, url: &str) -> (bool, String) {
     match client.get(url).send().await {
-        Ok(resp) if resp.status().is_success() => {
-            (true, format!("HTTP {}", resp.status().as_u16()))
-        }
-        Ok(resp) => (
-            false,
-            format!(
-                "health check {url} answered HTTP {}",
-                resp.status().as_u16()
-            ),
-        ),
+        Ok(resp) if resp.status().is_success() => (true, format!("HTTP {}", resp.status().as_u16())),
+        Ok(resp) => (false, format!("health check {url} answered HTTP {}", resp.status().as_u16())),
         Err(err) if err.is_timeout() => (false, format!("health check {url} timed out")),
-        Err(err) if err.is_connect() => (
-            false,
-            format!("health check {url}: connection refused or unreachable"),
-        ),
+        Err(err) if err.is_connect() => (false, format!("health check {url}: connection refused or unreachable")),
         Err(err) => (false, format!("health check {url} failed: {err}")),
     }
 }

@@ -85,10 +85,7 @@ impl LogBook {
     /// The last `n` lines, oldest first.
     pub(crate) fn tail(&self, n: usize) -> Vec<LogLine> {
         let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
-        ring.iter()
-            .skip(ring.len().saturating_sub(n))
-            .cloned()
-            .collect()
+        ring.iter().skip(ring.len().saturating_sub(n)).cloned().collect()
     }
 
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<LogLine> {
@@ -155,14 +152,9 @@ impl LogBook {
         }
         let n_truncated = spans.iter().filter(|(_, _, cut)| *cut).count();
         self.lines.fetch_add(n_lines as u64, Ordering::Relaxed);
-        self.truncated
-            .fetch_add(n_truncated as u64, Ordering::Relaxed);
+        self.truncated.fetch_add(n_truncated as u64, Ordering::Relaxed);
         let subscribers = self.live.receiver_count() > 0;
-        let keep_from = if subscribers {
-            0
-        } else {
-            n_lines.saturating_sub(self.capacity)
-        };
+        let keep_from = if subscribers { 0 } else { n_lines.saturating_sub(self.capacity) };
         let now = SystemTime::now();
         let fresh: Vec<LogLine> = spans[keep_from..]
             .iter()
@@ -262,23 +254,13 @@ impl Actor for LogTailer {
             .pipes
             .into_iter()
             .map(|(stream, pipe)| {
-                tokio::spawn(drain(
-                    args.book.clone(),
-                    args.generation,
-                    stream,
-                    pipe,
-                    args.gate.clone(),
-                ))
+                tokio::spawn(drain(args.book.clone(), args.generation, stream, pipe, args.gate.clone()))
             })
             .collect();
         Ok(LogTailerState { tasks })
     }
 
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<()>,
-        state: &mut LogTailerState,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(&self, _myself: ActorRef<()>, state: &mut LogTailerState) -> Result<(), ActorProcessingErr> {
         for task in &state.tasks {
             task.abort();
         }
@@ -295,13 +277,7 @@ impl Drop for LogTailerState {
 }
 
 /// Reads one pipe until end of file; never stops reading because of slow consumers.
-async fn drain(
-    book: Arc<LogBook>,
-    generation: u64,
-    stream: Stream,
-    pipe: SharedPipe,
-    gate: Arc<DrainGate>,
-) {
+async fn drain(book: Arc<LogBook>, generation: u64, stream: Stream, pipe: SharedPipe, gate: Arc<DrainGate>) {
     let mut guard = pipe.lock().await;
     let Some(reader) = guard.as_mut() else { return };
     let mut buf = vec![0u8; READ_CHUNK];
@@ -328,9 +304,6 @@ async fn drain(
 impl DrainGate {
     /// A gate for `n` open pipes.
     pub(crate) fn new(n: usize) -> DrainGate {
-        DrainGate {
-            open: AtomicUsize::new(n),
-            closed: Notify::new(),
-        }
+        DrainGate { open: AtomicUsize::new(n), closed: Notify::new() }
     }
 }

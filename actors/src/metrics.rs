@@ -29,10 +29,7 @@ pub(crate) struct MetricsRing {
 
 impl MetricsRing {
     pub(crate) fn new(capacity: usize) -> MetricsRing {
-        MetricsRing {
-            samples: Mutex::new(VecDeque::new()),
-            capacity: capacity.max(1),
-        }
+        MetricsRing { samples: Mutex::new(VecDeque::new()), capacity: capacity.max(1) }
     }
 
     pub(crate) fn push(&self, sample: MetricsSample) {
@@ -44,20 +41,11 @@ impl MetricsRing {
     }
 
     pub(crate) fn latest(&self) -> Option<MetricsSample> {
-        self.samples
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .back()
-            .copied()
+        self.samples.lock().unwrap_or_else(|p| p.into_inner()).back().copied()
     }
 
     pub(crate) fn all(&self) -> Vec<MetricsSample> {
-        self.samples
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .copied()
-            .collect()
+        self.samples.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect()
     }
 }
 
@@ -92,10 +80,7 @@ impl Actor for MetricsSampler {
         args: MetricsArgs,
     ) -> Result<MetricsState, ActorProcessingErr> {
         myself.send_after(args.interval, || MetricsMsg::Tick);
-        Ok(MetricsState {
-            args,
-            sampling: None,
-        })
+        Ok(MetricsState { args, sampling: None })
     }
 
     async fn handle(
@@ -104,10 +89,7 @@ impl Actor for MetricsSampler {
         _msg: MetricsMsg,
         state: &mut MetricsState,
     ) -> Result<(), ActorProcessingErr> {
-        let busy = state
-            .sampling
-            .as_ref()
-            .is_some_and(|task| !task.is_finished());
+        let busy = state.sampling.as_ref().is_some_and(|task| !task.is_finished());
         if !busy {
             let control = state.args.control.clone();
             let ring = state.args.ring.clone();

@@ -38,9 +38,7 @@ pub type ExitFuture = Pin<Box<dyn Future<Output = policy::ExitKind> + Send>>;
 pub enum SpawnError {
     #[error("the command is empty: give at least the program to run")]
     EmptyCommand,
-    #[error(
-        "command not found: `{program}` (searched {searched}); install it or give its absolute path"
-    )]
+    #[error("command not found: `{program}` (searched {searched}); install it or give its absolute path")]
     NotFound { program: String, searched: String },
     #[error("working directory `{0}` does not exist")]
     NoWorkingDir(String),

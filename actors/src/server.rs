@@ -53,10 +53,7 @@ impl Slot {
     }
 
     pub(crate) fn control(&self) -> Option<Arc<dyn TreeControl>> {
-        self.control
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.control.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -151,8 +148,7 @@ impl Actor for ServerActor {
     ) -> Result<ServerState, ActorProcessingErr> {
         let incarnation = args.launcher.launch(&args.spec, args.generation)?;
         *args.slot.pid.lock().unwrap_or_else(|p| p.into_inner()) = incarnation.pid;
-        *args.slot.control.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(incarnation.control.clone());
+        *args.slot.control.lock().unwrap_or_else(|p| p.into_inner()) = Some(incarnation.control.clone());
         let gate = Arc::new(DrainGate::new(incarnation.log_pipes.len()));
         let pipes = incarnation
             .log_pipes
@@ -185,11 +181,7 @@ impl Actor for ServerActor {
         })
     }
 
-    async fn post_start(
-        &self,
-        myself: ActorRef<ServerMsg>,
-        state: &mut ServerState,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn post_start(&self, myself: ActorRef<ServerMsg>, state: &mut ServerState) -> Result<(), ActorProcessingErr> {
         if let Some(exit) = state.exit.take() {
             let me = myself.clone();
             state.tasks.push(tokio::spawn(async move {
@@ -198,11 +190,7 @@ impl Actor for ServerActor {
             }));
         }
         for helper in [Helper::Logs, Helper::Health, Helper::Metrics] {
-            state
-                .helper_history
-                .entry(helper)
-                .or_default()
-                .admin_start(0);
+            state.helper_history.entry(helper).or_default().admin_start(0);
             spawn_helper(&myself, state, helper).await;
         }
         if state.spec.health.is_none() {
@@ -227,10 +215,7 @@ impl Actor for ServerActor {
                 if !state.ready {
                     incident(
                         state,
-                        format!(
-                            "not ready within start_timeout ({:?}); stopping it",
-                            state.spec.start_timeout
-                        ),
+                        format!("not ready within start_timeout ({:?}); stopping it", state.spec.start_timeout),
                     );
                     kill_for(&myself, state, policy::ExitKind::StartTimeout, true);
                 }
@@ -247,10 +232,7 @@ impl Actor for ServerActor {
                 if state.exited.is_none() {
                     incident(
                         state,
-                        format!(
-                            "still running {:?} after SIGTERM; killing its tree",
-                            state.spec.shutdown_timeout
-                        ),
+                        format!("still running {:?} after SIGTERM; killing its tree", state.spec.shutdown_timeout),
                     );
                     let control = state.control.clone();
                     state.tasks.push(tokio::spawn(async move {
@@ -281,10 +263,9 @@ impl Actor for ServerActor {
         // helper dies. A helper's death restarts only that helper, on its own small budget.
         let (cell, why) = match evt {
             SupervisionEvent::ActorFailed(cell, err) => (cell, format!("failed: {err}")),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => (
-                cell,
-                format!("stopped: {}", reason.unwrap_or_else(|| "no reason".into())),
-            ),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, format!("stopped: {}", reason.unwrap_or_else(|| "no reason".into())))
+            }
             _ => return Ok(()),
         };
         let Some(helper) = state.helpers.remove(&cell.get_id()) else {
@@ -296,43 +277,24 @@ impl Actor for ServerActor {
         let now = state.epoch.elapsed().as_millis() as u64;
         let history = state.helper_history.entry(helper).or_default();
         let generation = history.generation();
-        match history.exited(
-            &state.helper_policy,
-            generation,
-            policy::ExitKind::Crashed,
-            now,
-            0,
-        ) {
-            policy::Decision::Restart {
-                delay_ms,
-                generation,
-                ..
-            } => {
+        match history.exited(&state.helper_policy, generation, policy::ExitKind::Crashed, now, 0) {
+            policy::Decision::Restart { delay_ms, generation, .. } => {
                 history.timer_fired(generation);
                 history.ready(generation, now);
                 incident(state, format!("{} {why}; restarting it", helper.name()));
-                myself.send_after(Duration::from_millis(delay_ms), move || {
-                    ServerMsg::RespawnHelper(helper)
-                });
+                myself.send_after(Duration::from_millis(delay_ms), move || ServerMsg::RespawnHelper(helper));
             }
             decision => {
                 incident(
                     state,
-                    format!(
-                        "{} {why}; not restarted ({decision:?}); the server keeps running",
-                        helper.name()
-                    ),
+                    format!("{} {why}; not restarted ({decision:?}); the server keeps running", helper.name()),
                 );
             }
         }
         Ok(())
     }
 
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<ServerMsg>,
-        state: &mut ServerState,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(&self, _myself: ActorRef<ServerMsg>, state: &mut ServerState) -> Result<(), ActorProcessingErr> {
         for task in &state.tasks {
             task.abort();
         }
@@ -365,21 +327,14 @@ async fn spawn_helper(myself: &ActorRef<ServerMsg>, state: &mut ServerState, hel
                 pipes: state.pipes.clone(),
                 gate: state.gate.clone(),
             };
-            Actor::spawn_linked(None, LogTailer, args, supervisor)
-                .await
-                .map(|(actor, _)| actor.get_id())
+            Actor::spawn_linked(None, LogTailer, args, supervisor).await.map(|(actor, _)| actor.get_id())
         }
         Helper::Health => {
             let Some(spec) = state.spec.health.clone() else {
                 return;
             };
-            let args = HealthArgs {
-                spec,
-                server: myself.clone(),
-            };
-            Actor::spawn_linked(None, HealthPoller, args, supervisor)
-                .await
-                .map(|(actor, _)| actor.get_id())
+            let args = HealthArgs { spec, server: myself.clone() };
+            Actor::spawn_linked(None, HealthPoller, args, supervisor).await.map(|(actor, _)| actor.get_id())
         }
         Helper::Metrics => {
             let args = MetricsArgs {
@@ -389,29 +344,21 @@ async fn spawn_helper(myself: &ActorRef<ServerMsg>, state: &mut ServerState, hel
                 ring: state.metrics.clone(),
                 server: myself.clone(),
             };
-            Actor::spawn_linked(None, MetricsSampler, args, supervisor)
-                .await
-                .map(|(actor, _)| actor.get_id())
+            Actor::spawn_linked(None, MetricsSampler, args, supervisor).await.map(|(actor, _)| actor.get_id())
         }
     };
     match spawned {
         Ok(id) => {
             state.helpers.insert(id, helper);
         }
-        Err(err) => incident(
-            state,
-            format!("could not start its {}: {err}", helper.name()),
-        ),
+        Err(err) => incident(state, format!("could not start its {}: {err}", helper.name())),
     }
 }
 
 fn mark_ready(state: &mut ServerState) {
     if !state.ready {
         state.ready = true;
-        let _ = state.supervisor.cast(SupervisorMsg::Ready {
-            id: state.spec.id.clone(),
-            generation: state.generation,
-        });
+        let _ = state.supervisor.cast(SupervisorMsg::Ready { id: state.spec.id.clone(), generation: state.generation });
     }
 }
 
@@ -426,11 +373,8 @@ fn incident(state: &ServerState, message: String) {
 
 fn on_exited(myself: &ActorRef<ServerMsg>, state: &mut ServerState, kind: policy::ExitKind) {
     state.exited = Some(kind);
-    let outcome = if state.stopping {
-        Outcome::Stopped(kind)
-    } else {
-        Outcome::Exited(state.kill_reason.unwrap_or(kind))
-    };
+    let outcome =
+        if state.stopping { Outcome::Stopped(kind) } else { Outcome::Exited(state.kill_reason.unwrap_or(kind)) };
     let control = state.control.clone();
     let gate = state.gate.clone();
     let me = myself.clone();
@@ -468,12 +412,7 @@ fn on_probe(myself: &ActorRef<ServerMsg>, state: &mut ServerState, ok: bool, det
         mark_ready(state);
         if state.health_failures > 0 {
             state.health_failures = 0;
-            let _ = state.supervisor.cast(SupervisorMsg::Health {
-                id,
-                generation,
-                healthy: true,
-                detail,
-            });
+            let _ = state.supervisor.cast(SupervisorMsg::Health { id, generation, healthy: true, detail });
         }
         return;
     }
@@ -483,11 +422,7 @@ fn on_probe(myself: &ActorRef<ServerMsg>, state: &mut ServerState, ok: bool, det
     }
     state.health_failures += 1;
     let failures = state.health_failures;
-    let limit = state
-        .spec
-        .health
-        .as_ref()
-        .map_or(u32::MAX, |h| h.failures_before_restart);
+    let limit = state.spec.health.as_ref().map_or(u32::MAX, |h| h.failures_before_restart);
     let _ = state.supervisor.cast(SupervisorMsg::Health {
         id,
         generation,
@@ -495,10 +430,7 @@ fn on_probe(myself: &ActorRef<ServerMsg>, state: &mut ServerState, ok: bool, det
         detail: format!("{detail} ({failures} of {limit} consecutive failures)"),
     });
     if failures >= limit {
-        incident(
-            state,
-            format!("{failures} consecutive health check failures; restarting it"),
-        );
+        incident(state, format!("{failures} consecutive health check failures; restarting it"));
         kill_for(myself, state, policy::ExitKind::HealthCheck, true);
     }
 }
@@ -508,11 +440,7 @@ fn on_sample(myself: &ActorRef<ServerMsg>, state: &mut ServerState, sample: Metr
         return;
     };
     let limit = limit_mb.saturating_mul(1024 * 1024);
-    if sample.rss_bytes > limit
-        && state.kill_reason.is_none()
-        && !state.stopping
-        && state.exited.is_none()
-    {
+    if sample.rss_bytes > limit && state.kill_reason.is_none() && !state.stopping && state.exited.is_none() {
         incident(
             state,
             format!(
@@ -526,12 +454,7 @@ fn on_sample(myself: &ActorRef<ServerMsg>, state: &mut ServerState, sample: Metr
 }
 
 /// Kills the incarnation for `reason`: gracefully (SIGTERM, then SIGKILL after the timeout) or at once.
-fn kill_for(
-    myself: &ActorRef<ServerMsg>,
-    state: &mut ServerState,
-    reason: policy::ExitKind,
-    graceful: bool,
-) {
+fn kill_for(myself: &ActorRef<ServerMsg>, state: &mut ServerState, reason: policy::ExitKind, graceful: bool) {
     if state.kill_reason.is_some() || state.stopping || state.exited.is_some() {
         return;
     }

@@ -31,13 +31,7 @@ impl ServerState {
 
     /// Whether an incarnation (a process) exists in this state.
     pub fn has_process(self) -> bool {
-        matches!(
-            self,
-            ServerState::Starting
-                | ServerState::Running
-                | ServerState::Unhealthy
-                | ServerState::Stopping
-        )
+        matches!(self, ServerState::Starting | ServerState::Running | ServerState::Unhealthy | ServerState::Stopping)
     }
 }
 

@@ -167,9 +167,7 @@ fn budget(max_restarts: u32, window: Duration) -> Result<policy::RestartPolicy, 
         backoff: policy::Backoff::Fixed,
         ..policy::PolicyConfig::default()
     };
-    policy::RestartPolicy::new(cfg)
-        .map(|(p, _)| p)
-        .map_err(|err| ActorsError::Config(err.to_string()))
+    policy::RestartPolicy::new(cfg).map(|(p, _)| p).map_err(|err| ActorsError::Config(err.to_string()))
 }
 
 impl Actor for Supervisor {
@@ -193,14 +191,8 @@ impl Actor for Supervisor {
             }
         };
         let table = Arc::new(ProcTable::new());
-        let launcher = args
-            .config
-            .launcher
-            .clone()
-            .unwrap_or_else(|| Arc::new(ProcessLauncher::new(table)));
-        let seed = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
+        let launcher = args.config.launcher.clone().unwrap_or_else(|| Arc::new(ProcessLauncher::new(table)));
+        let seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         let mut own_history = policy::History::new();
         own_history.admin_start(0);
         Ok(SupervisorState {
@@ -249,13 +241,7 @@ impl Actor for Supervisor {
             }
             SupervisorMsg::Delete(id, reply) => state.stop(&id, AfterStop::Delete, reply),
             SupervisorMsg::Status(id, reply) => {
-                let _ = reply.send(
-                    state
-                        .servers
-                        .get(&id)
-                        .map(status_of)
-                        .ok_or(ActorsError::NotFound(id)),
-                );
+                let _ = reply.send(state.servers.get(&id).map(status_of).ok_or(ActorsError::NotFound(id)));
             }
             SupervisorMsg::List(reply) => {
                 let mut all: Vec<ServerStatus> = state.servers.values().map(status_of).collect();
@@ -284,11 +270,7 @@ impl Actor for Supervisor {
                                 state.begin_stop(&id, "hivehost is shutting down");
                             }
                         } else if entry.state == ServerState::Backoff {
-                            state.set_state(
-                                &id,
-                                ServerState::Stopped,
-                                "hivehost is shutting down".into(),
-                            );
+                            state.set_state(&id, ServerState::Stopped, "hivehost is shutting down".into());
                         }
                     }
                 }
@@ -304,38 +286,21 @@ impl Actor for Supervisor {
                     state.set_state(&id, ServerState::Running, "ready".into());
                 }
             }
-            SupervisorMsg::Health {
-                id,
-                generation,
-                healthy,
-                detail,
-            } => {
+            SupervisorMsg::Health { id, generation, healthy, detail } => {
                 let Some(entry) = state.current(&id, generation) else {
                     return Ok(());
                 };
                 entry.last_health = Some(detail.clone());
-                entry.health_failures = if healthy {
-                    0
-                } else {
-                    entry.health_failures + 1
-                };
+                entry.health_failures = if healthy { 0 } else { entry.health_failures + 1 };
                 match (entry.state, healthy) {
-                    (ServerState::Running, false) => {
-                        state.set_state(&id, ServerState::Unhealthy, detail)
+                    (ServerState::Running, false) => state.set_state(&id, ServerState::Unhealthy, detail),
+                    (ServerState::Unhealthy, true) => {
+                        state.set_state(&id, ServerState::Running, format!("healthy again: {detail}"))
                     }
-                    (ServerState::Unhealthy, true) => state.set_state(
-                        &id,
-                        ServerState::Running,
-                        format!("healthy again: {detail}"),
-                    ),
                     _ => {}
                 }
             }
-            SupervisorMsg::Incident {
-                id,
-                generation,
-                message,
-            } => {
+            SupervisorMsg::Incident { id, generation, message } => {
                 state.emit(&id, generation, EventKind::Incident { message });
             }
             SupervisorMsg::RestartTimer { id, generation } => {
@@ -373,18 +338,11 @@ impl Actor for Supervisor {
                     return Ok(());
                 };
                 tracing::error!(server = %id, error = %err, "server actor failed");
-                state
-                    .incarnation_ended(&myself, &id, Some(err.to_string()))
-                    .await;
+                state.incarnation_ended(&myself, &id, Some(err.to_string())).await;
                 let now = state.now_ms();
                 let generation = state.own_history.generation();
-                let decision = state.own_history.exited(
-                    &state.own_policy,
-                    generation,
-                    policy::ExitKind::Crashed,
-                    now,
-                    0,
-                );
+                let decision =
+                    state.own_history.exited(&state.own_policy, generation, policy::ExitKind::Crashed, now, 0);
                 match decision {
                     policy::Decision::Restart { generation, .. } => {
                         state.own_history.timer_fired(generation);
@@ -450,9 +408,7 @@ impl SupervisorState {
 
     /// The entry of `id` if `generation` is its current incarnation.
     fn current(&mut self, id: &str, generation: u64) -> Option<&mut Entry> {
-        self.servers
-            .get_mut(id)
-            .filter(|e| e.live.as_ref().is_some_and(|l| l.generation == generation))
+        self.servers.get_mut(id).filter(|e| e.live.as_ref().is_some_and(|l| l.generation == generation))
     }
 
     fn emit(&self, id: &str, generation: u64, kind: EventKind) {
@@ -490,15 +446,10 @@ impl SupervisorState {
             return Err(ActorsError::AlreadyExists(spec.id));
         }
         if self.servers.len() >= self.config.max_servers {
-            return Err(ActorsError::TooMany {
-                max: self.config.max_servers,
-            });
+            return Err(ActorsError::TooMany { max: self.config.max_servers });
         }
         if spec.command.is_empty() {
-            return Err(ActorsError::InvalidSpec(format!(
-                "server {}: the command is empty",
-                spec.id
-            )));
+            return Err(ActorsError::InvalidSpec(format!("server {}: the command is empty", spec.id)));
         }
         let id = spec.id.clone();
         let entry = Entry {
@@ -524,19 +475,12 @@ impl SupervisorState {
         Ok(status)
     }
 
-    async fn start(
-        &mut self,
-        myself: &ActorRef<SupervisorMsg>,
-        id: &str,
-    ) -> Result<ServerStatus, ActorsError> {
+    async fn start(&mut self, myself: &ActorRef<SupervisorMsg>, id: &str) -> Result<ServerStatus, ActorsError> {
         if self.shutting_down {
             return Err(ActorsError::ShuttingDown);
         }
         let now = self.now_ms();
-        let entry = self
-            .servers
-            .get_mut(id)
-            .ok_or_else(|| ActorsError::NotFound(id.to_owned()))?;
+        let entry = self.servers.get_mut(id).ok_or_else(|| ActorsError::NotFound(id.to_owned()))?;
         match entry.state {
             ServerState::Starting | ServerState::Running | ServerState::Unhealthy => {}
             ServerState::Stopping => {
@@ -550,20 +494,11 @@ impl SupervisorState {
                 self.launch(myself, id, generation, "start requested").await;
             }
         }
-        self.servers
-            .get(id)
-            .map(status_of)
-            .ok_or_else(|| ActorsError::NotFound(id.to_owned()))
+        self.servers.get(id).map(status_of).ok_or_else(|| ActorsError::NotFound(id.to_owned()))
     }
 
     /// Spawns the server actor of incarnation `generation` (its `pre_start` starts the process).
-    async fn launch(
-        &mut self,
-        myself: &ActorRef<SupervisorMsg>,
-        id: &str,
-        generation: u64,
-        reason: &str,
-    ) {
+    async fn launch(&mut self, myself: &ActorRef<SupervisorMsg>, id: &str, generation: u64, reason: &str) {
         let Some(entry) = self.servers.get(id) else {
             return;
         };
@@ -584,12 +519,7 @@ impl SupervisorState {
                 if let Some(entry) = self.servers.get_mut(id) {
                     entry.last_pid = slot.pid();
                     entry.health_failures = 0;
-                    entry.live = Some(Live {
-                        actor,
-                        generation,
-                        slot,
-                        started: SystemTime::now(),
-                    });
+                    entry.live = Some(Live { actor, generation, slot, started: SystemTime::now() });
                 }
                 let pid = self.servers.get(id).and_then(|e| e.last_pid);
                 let reason = match pid {
@@ -603,13 +533,7 @@ impl SupervisorState {
                     ractor::SpawnErr::StartupFailed(inner) => inner.to_string(),
                     other => other.to_string(),
                 };
-                self.emit(
-                    id,
-                    generation,
-                    EventKind::Incident {
-                        message: format!("start failed: {message}"),
-                    },
-                );
+                self.emit(id, generation, EventKind::Incident { message: format!("start failed: {message}") });
                 if let Some(entry) = self.servers.get_mut(id) {
                     entry.last_pid = None;
                 }
@@ -627,12 +551,7 @@ impl SupervisorState {
     }
 
     /// An incarnation's actor is gone: read its outcome and decide.
-    async fn incarnation_ended(
-        &mut self,
-        myself: &ActorRef<SupervisorMsg>,
-        id: &str,
-        failure: Option<String>,
-    ) {
+    async fn incarnation_ended(&mut self, myself: &ActorRef<SupervisorMsg>, id: &str, failure: Option<String>) {
         let Some(entry) = self.servers.get_mut(id) else {
             return;
         };
@@ -656,8 +575,7 @@ impl SupervisorState {
             }
         };
         let _ = live.started;
-        self.apply_exit(myself, id, live.generation, outcome, failure)
-            .await;
+        self.apply_exit(myself, id, live.generation, outcome, failure).await;
     }
 
     async fn apply_exit(
@@ -689,21 +607,12 @@ impl SupervisorState {
             Outcome::Stopped(_) => {
                 let after = std::mem::replace(&mut entry.after_stop, AfterStop::Nothing);
                 if entry.state != ServerState::Failed {
-                    self.set_state(
-                        id,
-                        ServerState::Stopped,
-                        format!("stopped on request ({description})"),
-                    );
+                    self.set_state(id, ServerState::Stopped, format!("stopped on request ({description})"));
                 }
                 match after {
                     AfterStop::Start if !self.shutting_down => {
-                        let generation = self
-                            .servers
-                            .get_mut(id)
-                            .map(|e| e.history.admin_start(now))
-                            .unwrap_or(0);
-                        self.launch(myself, id, generation, "restart requested")
-                            .await;
+                        let generation = self.servers.get_mut(id).map(|e| e.history.admin_start(now)).unwrap_or(0);
+                        self.launch(myself, id, generation, "restart requested").await;
                     }
                     AfterStop::Delete => {
                         self.remove(id);
@@ -714,29 +623,17 @@ impl SupervisorState {
                 self.reply_waiters(id);
             }
             Outcome::Exited(kind) => {
-                let decision =
-                    entry
-                        .history
-                        .exited(&entry.spec.policy, generation, kind, now, sample);
+                let decision = entry.history.exited(&entry.spec.policy, generation, kind, now, sample);
                 match decision {
-                    policy::Decision::Restart {
-                        delay_ms,
-                        generation,
-                        attempt,
-                    } => {
+                    policy::Decision::Restart { delay_ms, generation, attempt } => {
                         entry.restarts += 1;
-                        entry.next_restart =
-                            Some(SystemTime::now() + Duration::from_millis(delay_ms));
+                        entry.next_restart = Some(SystemTime::now() + Duration::from_millis(delay_ms));
                         self.set_state(
                             id,
                             ServerState::Backoff,
                             format!("{description}; restart {attempt} in {delay_ms} ms"),
                         );
-                        self.emit(
-                            id,
-                            generation,
-                            EventKind::RestartScheduled { delay_ms, attempt },
-                        );
+                        self.emit(id, generation, EventKind::RestartScheduled { delay_ms, attempt });
                         if self.shutting_down {
                             return;
                         }
@@ -749,28 +646,19 @@ impl SupervisorState {
                             }
                         } else {
                             let id = id.to_owned();
-                            myself.send_after(Duration::from_millis(delay_ms), move || {
-                                SupervisorMsg::RestartTimer { id, generation }
+                            myself.send_after(Duration::from_millis(delay_ms), move || SupervisorMsg::RestartTimer {
+                                id,
+                                generation,
                             });
                         }
                     }
                     policy::Decision::GiveUp { reason } => {
                         let reason = format!("{description}; gave up: {reason}");
-                        self.emit(
-                            id,
-                            generation,
-                            EventKind::GaveUp {
-                                reason: reason.clone(),
-                            },
-                        );
+                        self.emit(id, generation, EventKind::GaveUp { reason: reason.clone() });
                         self.set_state(id, ServerState::Failed, reason);
                     }
                     policy::Decision::Stay { reason } => {
-                        self.set_state(
-                            id,
-                            ServerState::Stopped,
-                            format!("{description}; not restarted: {reason}"),
-                        );
+                        self.set_state(id, ServerState::Stopped, format!("{description}; not restarted: {reason}"));
                     }
                 }
                 self.reply_waiters(id);
@@ -783,11 +671,7 @@ impl SupervisorState {
         let Some(entry) = self.servers.get_mut(id) else {
             return;
         };
-        if entry
-            .live
-            .as_ref()
-            .is_some_and(|_| entry.state == ServerState::Stopping)
-        {
+        if entry.live.as_ref().is_some_and(|_| entry.state == ServerState::Stopping) {
             return;
         }
         let waiters = std::mem::take(&mut entry.waiters);
@@ -832,11 +716,7 @@ impl SupervisorState {
             return;
         }
         if entry.state == ServerState::Backoff {
-            self.set_state(
-                id,
-                ServerState::Stopped,
-                "stop requested during backoff".into(),
-            );
+            self.set_state(id, ServerState::Stopped, "stop requested during backoff".into());
         }
         match after {
             AfterStop::Delete => {
@@ -914,19 +794,10 @@ impl SupervisorHandle {
     pub async fn spawn(config: SupervisorConfig) -> Result<SupervisorHandle, ActorsError> {
         let (events, _) = broadcast::channel(4096);
         let (exit_tx, exit) = watch::channel(None);
-        let args = SupervisorArgs {
-            config,
-            events: events.clone(),
-            exit: exit_tx,
-        };
-        let (actor, _join) = Actor::spawn(None, Supervisor, args)
-            .await
-            .map_err(|err| ActorsError::Unavailable(err.to_string()))?;
-        Ok(SupervisorHandle {
-            actor,
-            events,
-            exit,
-        })
+        let args = SupervisorArgs { config, events: events.clone(), exit: exit_tx };
+        let (actor, _join) =
+            Actor::spawn(None, Supervisor, args).await.map_err(|err| ActorsError::Unavailable(err.to_string()))?;
+        Ok(SupervisorHandle { actor, events, exit })
     }
 
     async fn ask<T: Send + 'static>(
@@ -937,25 +808,21 @@ impl SupervisorHandle {
         match self.actor.call(msg, timeout).await {
             Ok(ractor::rpc::CallResult::Success(res)) => res,
             Ok(ractor::rpc::CallResult::Timeout) => Err(ActorsError::Timeout),
-            Ok(ractor::rpc::CallResult::SenderError) | Err(_) => Err(ActorsError::Unavailable(
-                "the supervisor has stopped".into(),
-            )),
+            Ok(ractor::rpc::CallResult::SenderError) | Err(_) => {
+                Err(ActorsError::Unavailable("the supervisor has stopped".into()))
+            }
         }
     }
 
     /// Adds a server (stopped); start it with `start`.
     pub async fn add(&self, spec: ServerSpec) -> Result<ServerStatus, ActorsError> {
-        self.ask(Some(QUERY_TIMEOUT), |r| {
-            SupervisorMsg::Add(Box::new(spec), r)
-        })
-        .await
+        self.ask(Some(QUERY_TIMEOUT), |r| SupervisorMsg::Add(Box::new(spec), r)).await
     }
 
     /// Starts a server (clears `failed` and the restart history); returns once its process is spawned.
     pub async fn start(&self, id: &str) -> Result<ServerStatus, ActorsError> {
         let id = id.to_owned();
-        self.ask(Some(QUERY_TIMEOUT), |r| SupervisorMsg::Start(id, r))
-            .await
+        self.ask(Some(QUERY_TIMEOUT), |r| SupervisorMsg::Start(id, r)).await
     }
 
     /// Stops a server and returns once its whole process tree is gone.
@@ -973,28 +840,19 @@ impl SupervisorHandle {
     /// Stops the server and forgets it; its files are the caller's to remove.
     pub async fn delete(&self, id: &str) -> Result<(), ActorsError> {
         let id = id.to_owned();
-        self.ask(None, |r| SupervisorMsg::Delete(id, r))
-            .await
-            .map(|_| ())
+        self.ask(None, |r| SupervisorMsg::Delete(id, r)).await.map(|_| ())
     }
 
     pub async fn status(&self, id: &str) -> Result<ServerStatus, ActorsError> {
         let id = id.to_owned();
-        self.ask(Some(QUERY_TIMEOUT), |r| SupervisorMsg::Status(id, r))
-            .await
+        self.ask(Some(QUERY_TIMEOUT), |r| SupervisorMsg::Status(id, r)).await
     }
 
     pub async fn list(&self) -> Result<Vec<ServerStatus>, ActorsError> {
-        match self
-            .actor
-            .call(SupervisorMsg::List, Some(QUERY_TIMEOUT))
-            .await
-        {
+        match self.actor.call(SupervisorMsg::List, Some(QUERY_TIMEOUT)).await {
             Ok(ractor::rpc::CallResult::Success(all)) => Ok(all),
             Ok(ractor::rpc::CallResult::Timeout) => Err(ActorsError::Timeout),
-            _ => Err(ActorsError::Unavailable(
-                "the supervisor has stopped".into(),
-            )),
+            _ => Err(ActorsError::Unavailable("the supervisor has stopped".into())),
         }
     }
 
@@ -1018,8 +876,7 @@ impl SupervisorHandle {
 
     async fn books(&self, id: &str) -> Result<(Arc<LogBook>, Arc<MetricsRing>), ActorsError> {
         let id = id.to_owned();
-        self.ask(Some(QUERY_TIMEOUT), |r| SupervisorMsg::Books(id, r))
-            .await
+        self.ask(Some(QUERY_TIMEOUT), |r| SupervisorMsg::Books(id, r)).await
     }
 
     /// Every event from now on.
@@ -1032,9 +889,7 @@ impl SupervisorHandle {
         match self.actor.call(SupervisorMsg::Shutdown, None).await {
             Ok(ractor::rpc::CallResult::Success(())) => {}
             _ => {
-                return Err(ActorsError::Unavailable(
-                    "the supervisor has stopped".into(),
-                ));
+                return Err(ActorsError::Unavailable("the supervisor has stopped".into()));
             }
         }
         let _ = self.actor.stop_and_wait(None, None).await;

@@ -5,7 +5,8 @@ use std::time::Duration;
 use serde_json::Number;
 
 /// What a duration must look like, for error messages.
-pub(crate) const EXPECTED: &str = r#"expected a duration (seconds as a number such as 5 or 0.5, or a string such as "250ms", "5s", "2m" or "1h")"#;
+pub(crate) const EXPECTED: &str =
+    r#"expected a duration (seconds as a number such as 5 or 0.5, or a string such as "250ms", "5s", "2m" or "1h")"#;
 
 /// Why a duration was rejected: `None` when the expected form says it all, else a hint to add.
 pub(crate) type Rejection = Option<&'static str>;
@@ -27,9 +28,7 @@ pub(crate) fn parse(text: &str) -> Result<Duration, Rejection> {
     if text.starts_with('-') {
         return Err(negative());
     }
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let unit = unit.trim_start();
     let scale: u64 = match unit {
@@ -53,10 +52,7 @@ pub(crate) fn parse(text: &str) -> Result<Duration, Rejection> {
         let n: u64 = whole.parse().map_err(|_| too_long())?;
         return match scale {
             0 => Ok(Duration::from_millis(n)),
-            _ => n
-                .checked_mul(scale)
-                .map(Duration::from_secs)
-                .ok_or_else(too_long),
+            _ => n.checked_mul(scale).map(Duration::from_secs).ok_or_else(too_long),
         };
     }
     let n: f64 = number.parse().map_err(|_| None)?;

@@ -112,20 +112,14 @@ pub struct DashboardConfig {
 
 impl Default for DashboardConfig {
     fn default() -> Self {
-        Self {
-            enabled: true,
-            host: "127.0.0.1".to_owned(),
-            port: 8910,
-            debug: false,
-        }
+        Self { enabled: true, host: "127.0.0.1".to_owned(), port: 8910, debug: false }
     }
 }
 
 impl DashboardConfig {
     /// Whether `host` only accepts connections from this machine (127.0.0.0/8, `::1` or `localhost`).
     pub fn is_loopback(&self) -> bool {
-        self.host.eq_ignore_ascii_case("localhost")
-            || self.host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        self.host.eq_ignore_ascii_case("localhost") || self.host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
     }
 }
 
@@ -164,10 +158,7 @@ pub struct AuthConfig {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self {
-            token: None,
-            token_file: PathBuf::from("data/api_token"),
-        }
+        Self { token: None, token_file: PathBuf::from("data/api_token") }
     }
 }
 
@@ -223,25 +214,14 @@ pub struct LogsConfig {
 
 impl Default for LogsConfig {
     fn default() -> Self {
-        Self {
-            ring_lines: 500,
-            max_line_bytes: 16384,
-            max_file_bytes: 10_485_760,
-            max_files: 5,
-        }
+        Self { ring_lines: 500, max_line_bytes: 16384, max_file_bytes: 10_485_760, max_files: 5 }
     }
 }
 
 /// Reads the whole `config.json` document, reporting problems into `diags`.
 pub(crate) fn read(root: &Value, diags: &mut Diags) -> HostConfig {
     let Value::Object(top) = root else {
-        diags.error(
-            "",
-            format!(
-                "expected a JSON object with an \"mcp_hosting\" key, found {}",
-                describe(root)
-            ),
-        );
+        diags.error("", format!("expected a JSON object with an \"mcp_hosting\" key, found {}", describe(root)));
         return HostConfig::default();
     };
     // The other top-level keys belong to other tools sharing the file, so this object is never finished.
@@ -269,29 +249,19 @@ fn read_hosting(mut o: Obj<'_>, diags: &mut Diags) -> HostConfig {
         logs_dir: path(&mut o, "logs_dir", diags).unwrap_or(d.logs_dir),
         state_dir: path(&mut o, "state_dir", diags).unwrap_or(d.state_dir),
         database: path(&mut o, "database", diags).unwrap_or(d.database),
-        max_servers: o
-            .int("max_servers", diags, 1, u64::MAX)
-            .unwrap_or(d.max_servers),
+        max_servers: o.int("max_servers", diags, 1, u64::MAX).unwrap_or(d.max_servers),
         health_check_interval: o
             .duration("health_check_interval", diags, MinDuration::Positive)
             .unwrap_or(d.health_check_interval),
         auto_cleanup: o.bool("auto_cleanup", diags).unwrap_or(d.auto_cleanup),
-        cleanup_interval: o
-            .duration("cleanup_interval", diags, MinDuration::Positive)
-            .unwrap_or(d.cleanup_interval),
+        cleanup_interval: o.duration("cleanup_interval", diags, MinDuration::Positive).unwrap_or(d.cleanup_interval),
         dashboard: read_dashboard(&mut o, diags),
         security: read_security(&mut o, diags),
         auth: read_auth(&mut o, diags),
         metrics_interval: o
-            .duration(
-                "metrics_interval",
-                diags,
-                MinDuration::AtLeast(Duration::from_millis(100)),
-            )
+            .duration("metrics_interval", diags, MinDuration::AtLeast(Duration::from_millis(100)))
             .unwrap_or(d.metrics_interval),
-        metrics_history: o
-            .int("metrics_history", diags, 1, u64::MAX)
-            .unwrap_or(d.metrics_history),
+        metrics_history: o.int("metrics_history", diags, 1, u64::MAX).unwrap_or(d.metrics_history),
         supervisor: read_supervisor(&mut o, diags),
         logs: read_logs(&mut o, diags),
         env_allowlist: read_env_allowlist(&mut o, diags).unwrap_or(d.env_allowlist),
@@ -307,10 +277,7 @@ fn read_dashboard(parent: &mut Obj<'_>, diags: &mut Diags) -> DashboardConfig {
     };
     let config = DashboardConfig {
         enabled: o.bool("enabled", diags).unwrap_or(d.enabled),
-        host: o
-            .field("host")
-            .and_then(|f| host(&f, diags))
-            .unwrap_or(d.host),
+        host: o.field("host").and_then(|f| host(&f, diags)).unwrap_or(d.host),
         port: o.int("port", diags, 0, 65535).unwrap_or(d.port),
         debug: o.bool("debug", diags).unwrap_or(d.debug),
     };
@@ -327,20 +294,10 @@ fn read_security(parent: &mut Obj<'_>, diags: &mut Diags) -> SecurityConfig {
         allowed_languages: o
             .field("allowed_languages")
             .and_then(|f| f.array(diags))
-            .map(|items| {
-                items
-                    .iter()
-                    .filter_map(|item| item.choice(diags, LANGUAGES))
-                    .map(str::to_owned)
-                    .collect()
-            })
+            .map(|items| items.iter().filter_map(|item| item.choice(diags, LANGUAGES)).map(str::to_owned).collect())
             .unwrap_or(d.allowed_languages),
-        sandbox_by_default: o
-            .bool("sandbox_by_default", diags)
-            .unwrap_or(d.sandbox_by_default),
-        max_upload_size_mb: o
-            .int("max_upload_size_mb", diags, 1, 4096)
-            .unwrap_or(d.max_upload_size_mb),
+        sandbox_by_default: o.bool("sandbox_by_default", diags).unwrap_or(d.sandbox_by_default),
+        max_upload_size_mb: o.int("max_upload_size_mb", diags, 1, 4096).unwrap_or(d.max_upload_size_mb),
         scan_uploads: o.bool("scan_uploads", diags).unwrap_or(d.scan_uploads),
     };
     o.finish(diags, &[]);
@@ -366,21 +323,11 @@ fn read_supervisor(parent: &mut Obj<'_>, diags: &mut Diags) -> SupervisorConfig 
         return d;
     };
     let config = SupervisorConfig {
-        max_restarts: o
-            .int("max_restarts", diags, 0, u64::MAX)
-            .unwrap_or(d.max_restarts),
-        restart_window: o
-            .duration("restart_window", diags, MinDuration::Positive)
-            .unwrap_or(d.restart_window),
-        helper_max_restarts: o
-            .int("helper_max_restarts", diags, 0, u64::MAX)
-            .unwrap_or(d.helper_max_restarts),
-        helper_window: o
-            .duration("helper_window", diags, MinDuration::Positive)
-            .unwrap_or(d.helper_window),
-        shutdown_timeout: o
-            .duration("shutdown_timeout", diags, MinDuration::Zero)
-            .unwrap_or(d.shutdown_timeout),
+        max_restarts: o.int("max_restarts", diags, 0, u64::MAX).unwrap_or(d.max_restarts),
+        restart_window: o.duration("restart_window", diags, MinDuration::Positive).unwrap_or(d.restart_window),
+        helper_max_restarts: o.int("helper_max_restarts", diags, 0, u64::MAX).unwrap_or(d.helper_max_restarts),
+        helper_window: o.duration("helper_window", diags, MinDuration::Positive).unwrap_or(d.helper_window),
+        shutdown_timeout: o.duration("shutdown_timeout", diags, MinDuration::Zero).unwrap_or(d.shutdown_timeout),
     };
     o.finish(diags, &[]);
     config
@@ -392,15 +339,9 @@ fn read_logs(parent: &mut Obj<'_>, diags: &mut Diags) -> LogsConfig {
         return d;
     };
     let config = LogsConfig {
-        ring_lines: o
-            .int("ring_lines", diags, 1, 100_000)
-            .unwrap_or(d.ring_lines),
-        max_line_bytes: o
-            .int("max_line_bytes", diags, 256, 1_048_576)
-            .unwrap_or(d.max_line_bytes),
-        max_file_bytes: o
-            .int("max_file_bytes", diags, 4096, u64::MAX)
-            .unwrap_or(d.max_file_bytes),
+        ring_lines: o.int("ring_lines", diags, 1, 100_000).unwrap_or(d.ring_lines),
+        max_line_bytes: o.int("max_line_bytes", diags, 256, 1_048_576).unwrap_or(d.max_line_bytes),
+        max_file_bytes: o.int("max_file_bytes", diags, 4096, u64::MAX).unwrap_or(d.max_file_bytes),
         max_files: o.int("max_files", diags, 1, 100).unwrap_or(d.max_files),
     };
     o.finish(diags, &[]);
@@ -455,10 +396,7 @@ fn host(field: &Field<'_>, diags: &mut Diags) -> Option<String> {
     };
     field.error(
         diags,
-        format!(
-            "expected an IP address or host name such as \"127.0.0.1\", found {}{hint}",
-            describe(field.value)
-        ),
+        format!("expected an IP address or host name such as \"127.0.0.1\", found {}{hint}", describe(field.value)),
     );
     None
 }
@@ -472,9 +410,7 @@ fn is_host_name(text: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 

@@ -23,12 +23,8 @@ use std::fmt;
 
 use serde_json::Value;
 
-pub use host::{
-    AuthConfig, DashboardConfig, HostConfig, LogsConfig, SecurityConfig, SupervisorConfig,
-};
-pub use server::{
-    Backoff, HealthConfig, ResourceLimits, RestartConfig, RestartMode, ServerConfig, Transport,
-};
+pub use host::{AuthConfig, DashboardConfig, HostConfig, LogsConfig, SecurityConfig, SupervisorConfig};
+pub use server::{Backoff, HealthConfig, ResourceLimits, RestartConfig, RestartMode, ServerConfig, Transport};
 pub use vars::expand_vars;
 
 use reader::Diags;
@@ -52,11 +48,7 @@ pub struct Diagnostic {
 impl fmt::Display for Diagnostic {
     /// Writes `path: message`, or only the message when the path is empty.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
+        if self.path.is_empty() { f.write_str(&self.message) } else { write!(f, "{}: {}", self.path, self.message) }
     }
 }
 
@@ -119,10 +111,7 @@ pub fn parse_server_config_value(value: &Value) -> Result<Parsed<ServerConfig>, 
     diags.finish(config)
 }
 
-fn parse_with<T>(
-    text: &str,
-    read: impl FnOnce(&Value, &mut Diags) -> T,
-) -> Result<Parsed<T>, ConfigErrors> {
+fn parse_with<T>(text: &str, read: impl FnOnce(&Value, &mut Diags) -> T) -> Result<Parsed<T>, ConfigErrors> {
     let mut diags = Diags::default();
     // Editors on some systems save a byte-order mark, which JSON does not allow; it carries no meaning.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);

@@ -28,10 +28,7 @@ pub(crate) struct Diags {
 impl Diags {
     pub(crate) fn error(&mut self, path: &str, message: impl Into<String>) {
         if self.errors.len() < MAX_REPORTED {
-            self.errors.push(Diagnostic {
-                path: path.to_owned(),
-                message: message.into(),
-            });
+            self.errors.push(Diagnostic { path: path.to_owned(), message: message.into() });
         } else {
             self.dropped_errors += 1;
         }
@@ -39,10 +36,7 @@ impl Diags {
 
     pub(crate) fn warn(&mut self, path: &str, message: impl Into<String>) {
         if self.warnings.len() < MAX_REPORTED {
-            self.warnings.push(Diagnostic {
-                path: path.to_owned(),
-                message: message.into(),
-            });
+            self.warnings.push(Diagnostic { path: path.to_owned(), message: message.into() });
         } else {
             self.dropped_warnings += 1;
         }
@@ -69,21 +63,12 @@ impl Diags {
 
     fn into_parts(mut self) -> (Vec<Diagnostic>, Vec<Diagnostic>) {
         if self.dropped_errors > 0 {
-            let message = format!(
-                "{} more errors not shown; fix the ones above first",
-                self.dropped_errors
-            );
-            self.errors.push(Diagnostic {
-                path: String::new(),
-                message,
-            });
+            let message = format!("{} more errors not shown; fix the ones above first", self.dropped_errors);
+            self.errors.push(Diagnostic { path: String::new(), message });
         }
         if self.dropped_warnings > 0 {
             let message = format!("{} more warnings not shown", self.dropped_warnings);
-            self.warnings.push(Diagnostic {
-                path: String::new(),
-                message,
-            });
+            self.warnings.push(Diagnostic { path: String::new(), message });
         }
         (self.errors, self.warnings)
     }
@@ -91,10 +76,7 @@ impl Diags {
 
 /// The path of `key` inside the object at `parent`.
 pub(crate) fn child_path(parent: &str, key: &str) -> String {
-    let plain = !key.is_empty()
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let plain = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     match (parent.is_empty(), plain) {
         (true, true) => key.to_owned(),
         (false, true) => format!("{parent}.{key}"),
@@ -174,9 +156,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 /// Whether `name` is a valid environment variable name: `[A-Za-z_][A-Za-z0-9_]*`.
 pub(crate) fn is_env_name(name: &str) -> bool {
     let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
@@ -209,11 +189,7 @@ impl Int for u64 {
 }
 
 impl Int for usize {
-    const MAX: u64 = if usize::BITS >= 64 {
-        u64::MAX
-    } else {
-        usize::MAX as u64
-    };
+    const MAX: u64 = if usize::BITS >= 64 { u64::MAX } else { usize::MAX as u64 };
 }
 
 /// One JSON object being read: it remembers which keys were asked for, so the rest can be reported.
@@ -226,11 +202,7 @@ pub(crate) struct Obj<'a> {
 
 impl<'a> Obj<'a> {
     pub(crate) fn new(path: String, map: &'a Map<String, Value>) -> Self {
-        Self {
-            path,
-            map,
-            known: Vec::new(),
-        }
+        Self { path, map, known: Vec::new() }
     }
 
     /// The path of `key` in this object.
@@ -245,10 +217,7 @@ impl<'a> Obj<'a> {
         }
         match self.map.get(key) {
             None | Some(Value::Null) => None,
-            Some(value) => Some(Field {
-                path: self.key_path(key),
-                value,
-            }),
+            Some(value) => Some(Field { path: self.key_path(key), value }),
         }
     }
 
@@ -261,13 +230,7 @@ impl<'a> Obj<'a> {
         self.field(key)?.bool(diags)
     }
 
-    pub(crate) fn int<T: Int>(
-        &mut self,
-        key: &'static str,
-        diags: &mut Diags,
-        min: u64,
-        max: u64,
-    ) -> Option<T> {
+    pub(crate) fn int<T: Int>(&mut self, key: &'static str, diags: &mut Diags, min: u64, max: u64) -> Option<T> {
         self.field(key)?.int(diags, min, max)
     }
 
@@ -275,12 +238,7 @@ impl<'a> Obj<'a> {
         self.field(key)?.float(diags)
     }
 
-    pub(crate) fn duration(
-        &mut self,
-        key: &'static str,
-        diags: &mut Diags,
-        min: MinDuration,
-    ) -> Option<Duration> {
+    pub(crate) fn duration(&mut self, key: &'static str, diags: &mut Diags, min: MinDuration) -> Option<Duration> {
         self.field(key)?.duration(diags, min)
     }
 
@@ -300,16 +258,10 @@ impl<'a> Obj<'a> {
             let hint = hints
                 .iter()
                 .find(|(from, _)| from == key)
-                .map(|(_, to)| {
-                    to.split('.')
-                        .fold(self.path.clone(), |path, key| child_path(&path, key))
-                })
+                .map(|(_, to)| to.split('.').fold(self.path.clone(), |path, key| child_path(&path, key)))
                 .or_else(|| closest(key, &self.known).map(|k| self.key_path(k)));
             match hint {
-                Some(hint) => diags.warn(
-                    &path,
-                    format!("unknown key, ignored; did you mean `{hint}`?"),
-                ),
+                Some(hint) => diags.warn(&path, format!("unknown key, ignored; did you mean `{hint}`?")),
                 None => diags.warn(&path, "unknown key, ignored"),
             }
         }
@@ -326,10 +278,7 @@ pub(crate) struct Field<'a> {
 impl<'a> Field<'a> {
     /// Reports that the value is not what was expected, showing what was found.
     pub(crate) fn expected(&self, diags: &mut Diags, what: &str) {
-        diags.error(
-            &self.path,
-            format!("expected {what}, found {}", describe(self.value)),
-        );
+        diags.error(&self.path, format!("expected {what}, found {}", describe(self.value)));
     }
 
     /// Reports an error about this value.
@@ -341,13 +290,7 @@ impl<'a> Field<'a> {
         match self.value {
             Value::Bool(b) => Some(*b),
             Value::String(s) if s == "true" || s == "false" => {
-                self.error(
-                    diags,
-                    format!(
-                        "expected true or false, found {}; remove the quotes",
-                        quote(s)
-                    ),
-                );
+                self.error(diags, format!("expected true or false, found {}; remove the quotes", quote(s)));
                 None
             }
             _ => {
@@ -362,17 +305,12 @@ impl<'a> Field<'a> {
         let max = max.min(T::MAX);
         // A bound that only comes from the type (or is too large to matter) is named only when exceeded.
         let deliberate = max < u64::from(u32::MAX);
-        let range = if deliberate {
-            format!("a number from {min} to {max}")
-        } else {
-            format!("a number of at least {min}")
-        };
+        let range =
+            if deliberate { format!("a number from {min} to {max}") } else { format!("a number of at least {min}") };
         match self.value {
             Value::Number(n) => {
                 let whole = n.as_u64().or_else(|| {
-                    n.as_f64()
-                        .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= u64::MAX as f64)
-                        .map(|f| f as u64)
+                    n.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= u64::MAX as f64).map(|f| f as u64)
                 });
                 match whole {
                     Some(v) if (min..=max).contains(&v) => T::try_from(v).ok(),
@@ -389,19 +327,13 @@ impl<'a> Field<'a> {
                         None
                     }
                     None => {
-                        self.error(
-                            diags,
-                            format!("expected {range}, found {n}; use a whole number"),
-                        );
+                        self.error(diags, format!("expected {range}, found {n}; use a whole number"));
                         None
                     }
                 }
             }
             Value::String(s) if !s.is_empty() && s.trim().parse::<f64>().is_ok() => {
-                self.error(
-                    diags,
-                    format!("expected {range}, found {}; remove the quotes", quote(s)),
-                );
+                self.error(diags, format!("expected {range}, found {}; remove the quotes", quote(s)));
                 None
             }
             _ => {
@@ -422,13 +354,7 @@ impl<'a> Field<'a> {
                 }
             },
             Value::String(s) if s.trim().parse::<f64>().is_ok_and(f64::is_finite) => {
-                self.error(
-                    diags,
-                    format!(
-                        "expected a number of at least 0, found {}; remove the quotes",
-                        quote(s)
-                    ),
-                );
+                self.error(diags, format!("expected a number of at least 0, found {}; remove the quotes", quote(s)));
                 None
             }
             _ => {
@@ -460,11 +386,7 @@ impl<'a> Field<'a> {
     }
 
     /// Reads one of a fixed set of strings, suggesting the closest when it is misspelt.
-    pub(crate) fn choice(
-        &self,
-        diags: &mut Diags,
-        options: &[&'static str],
-    ) -> Option<&'static str> {
+    pub(crate) fn choice(&self, diags: &mut Diags, options: &[&'static str]) -> Option<&'static str> {
         let list = one_of(options);
         match self.value {
             Value::String(s) => {
@@ -505,13 +427,10 @@ impl<'a> Field<'a> {
         };
         let bound = match min {
             MinDuration::Zero => None,
-            MinDuration::Positive if value.is_zero() => {
-                Some("a duration greater than zero".to_owned())
+            MinDuration::Positive if value.is_zero() => Some("a duration greater than zero".to_owned()),
+            MinDuration::AtLeast(least) if value < least => {
+                Some(format!("a duration of at least {}", duration::format(least)))
             }
-            MinDuration::AtLeast(least) if value < least => Some(format!(
-                "a duration of at least {}",
-                duration::format(least)
-            )),
             MinDuration::Positive | MinDuration::AtLeast(_) => None,
         };
         match bound {
@@ -527,14 +446,7 @@ impl<'a> Field<'a> {
     pub(crate) fn array(&self, diags: &mut Diags) -> Option<Vec<Field<'a>>> {
         match self.value {
             Value::Array(items) => Some(
-                items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, value)| Field {
-                        path: index_path(&self.path, i),
-                        value,
-                    })
-                    .collect(),
+                items.iter().enumerate().map(|(i, value)| Field { path: index_path(&self.path, i), value }).collect(),
             ),
             _ => {
                 self.expected(diags, "an array");

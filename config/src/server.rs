@@ -167,11 +167,7 @@ impl RestartConfig {
 
     /// The mode in force: never when `auto_restart` is false, else `restart_mode`, else on-failure.
     pub fn effective_mode(&self) -> RestartMode {
-        if self.auto_restart {
-            self.restart_mode.unwrap_or(RestartMode::OnFailure)
-        } else {
-            RestartMode::Never
-        }
+        if self.auto_restart { self.restart_mode.unwrap_or(RestartMode::OnFailure) } else { RestartMode::Never }
     }
 }
 
@@ -191,12 +187,7 @@ pub struct HealthConfig {
 impl HealthConfig {
     /// A check of `url` with the default interval (30 s), timeout (5 s) and failure count (3).
     pub fn with_url(url: String) -> Self {
-        Self {
-            url,
-            interval: Duration::from_secs(30),
-            timeout: Duration::from_secs(5),
-            failures_before_restart: 3,
-        }
+        Self { url, interval: Duration::from_secs(30), timeout: Duration::from_secs(5), failures_before_restart: 3 }
     }
 }
 
@@ -279,9 +270,7 @@ fn read_name(o: &mut Obj<'_>, diags: &mut Diags) -> String {
     let chars = name.chars().count();
     let allowed = |c: char| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_' | '.');
     let problem = if chars == 0 || chars > MAX_NAME_CHARS {
-        Some(format!(
-            "must be 1 to {MAX_NAME_CHARS} characters long, not {chars}"
-        ))
+        Some(format!("must be 1 to {MAX_NAME_CHARS} characters long, not {chars}"))
     } else if let Some(bad) = name.chars().find(|c| !allowed(*c)) {
         Some(format!("contains {}", quote(&bad.to_string())))
     } else if name.starts_with(' ') || name.ends_with(' ') {
@@ -293,9 +282,7 @@ fn read_name(o: &mut Obj<'_>, diags: &mut Diags) -> String {
         Some(problem) => {
             field.error(
                 diags,
-                format!(
-                    "the name {problem}; use 1 to {MAX_NAME_CHARS} letters, digits, spaces, `-`, `_` or `.`"
-                ),
+                format!("the name {problem}; use 1 to {MAX_NAME_CHARS} letters, digits, spaces, `-`, `_` or `.`"),
             );
             String::new()
         }
@@ -323,17 +310,16 @@ fn read_description(o: &mut Obj<'_>, diags: &mut Diags) -> String {
 fn read_command(o: &mut Obj<'_>, diags: &mut Diags) -> Vec<String> {
     const EXAMPLE: &str = "an array of strings such as [\"python\", \"server.py\"]";
     let Some(field) = o.field("command") else {
-        o.missing(
-            "command",
-            diags,
-            &format!("give the program to run as {EXAMPLE}"),
-        );
+        o.missing("command", diags, &format!("give the program to run as {EXAMPLE}"));
         return Vec::new();
     };
     if let Value::String(s) = field.value {
         field.error(
             diags,
-            format!("expected {EXAMPLE}, found {}; split the program and each argument into separate strings", quote(s)),
+            format!(
+                "expected {EXAMPLE}, found {}; split the program and each argument into separate strings",
+                quote(s)
+            ),
         );
         return Vec::new();
     }
@@ -341,20 +327,11 @@ fn read_command(o: &mut Obj<'_>, diags: &mut Diags) -> Vec<String> {
         return Vec::new();
     };
     if items.is_empty() {
-        field.error(
-            diags,
-            format!("the command is empty; give the program to run as {EXAMPLE}"),
-        );
+        field.error(diags, format!("the command is empty; give the program to run as {EXAMPLE}"));
         return Vec::new();
     }
     if items.len() > MAX_COMMAND_ITEMS {
-        field.error(
-            diags,
-            format!(
-                "the command has {} items; it may have at most {MAX_COMMAND_ITEMS}",
-                items.len()
-            ),
-        );
+        field.error(diags, format!("the command has {} items; it may have at most {MAX_COMMAND_ITEMS}", items.len()));
         return Vec::new();
     }
     items
@@ -370,7 +347,10 @@ fn read_command(o: &mut Obj<'_>, diags: &mut Diags) -> Vec<String> {
             } else if text.len() > MAX_COMMAND_ITEM_BYTES {
                 item.error(
                     diags,
-                    format!("the argument is {} bytes long; shorten it to at most {MAX_COMMAND_ITEM_BYTES}", text.len()),
+                    format!(
+                        "the argument is {} bytes long; shorten it to at most {MAX_COMMAND_ITEM_BYTES}",
+                        text.len()
+                    ),
                 );
                 None
             } else {
@@ -386,19 +366,13 @@ fn read_environment(o: &mut Obj<'_>, diags: &mut Diags) -> BTreeMap<String, Stri
         return environment;
     };
     let Value::Object(map) = field.value else {
-        field.expected(
-            diags,
-            "an object of strings such as {\"LOG_LEVEL\": \"info\"}",
-        );
+        field.expected(diags, "an object of strings such as {\"LOG_LEVEL\": \"info\"}");
         return environment;
     };
     if map.len() > MAX_ENVIRONMENT_ENTRIES {
         field.error(
             diags,
-            format!(
-                "the environment has {} entries; it may have at most {MAX_ENVIRONMENT_ENTRIES}",
-                map.len()
-            ),
+            format!("the environment has {} entries; it may have at most {MAX_ENVIRONMENT_ENTRIES}", map.len()),
         );
         return environment;
     }
@@ -406,10 +380,7 @@ fn read_environment(o: &mut Obj<'_>, diags: &mut Diags) -> BTreeMap<String, Stri
     for (key, value) in map {
         let path = section.key_path(key);
         if !is_env_name(key) {
-            diags.error(
-                &path,
-                "invalid variable name; use letters, digits and `_`, not starting with a digit",
-            );
+            diags.error(&path, "invalid variable name; use letters, digits and `_`, not starting with a digit");
             continue;
         }
         // Values are never shown back: they may be secrets.
@@ -418,26 +389,17 @@ fn read_environment(o: &mut Obj<'_>, diags: &mut Diags) -> BTreeMap<String, Stri
             Value::Number(_) | Value::Bool(_) => {
                 diags.error(
                     &path,
-                    format!(
-                        "expected a string, found {}; put the value in quotes",
-                        crate::reader::kind(value)
-                    ),
+                    format!("expected a string, found {}; put the value in quotes", crate::reader::kind(value)),
                 );
                 continue;
             }
             other => {
-                diags.error(
-                    &path,
-                    format!("expected a string, found {}", describe_kind(other)),
-                );
+                diags.error(&path, format!("expected a string, found {}", describe_kind(other)));
                 continue;
             }
         };
         if text.contains('\0') {
-            diags.error(
-                &path,
-                "the value contains a NUL character, which no program can receive; remove it",
-            );
+            diags.error(&path, "the value contains a NUL character, which no program can receive; remove it");
             continue;
         }
         // Only the syntax can be checked here: which host variables exist is the caller's business.
@@ -485,17 +447,11 @@ fn working_dir(field: &Field<'_>, diags: &mut Diags) -> Option<String> {
 }
 
 fn read_transport(o: &mut Obj<'_>, diags: &mut Diags) -> Transport {
-    let kind = o
-        .field("transport")
-        .map(|f| f.choice(diags, &["stdio", "http"]));
+    let kind = o.field("transport").map(|f| f.choice(diags, &["stdio", "http"]));
     let port_field = o.field("port");
-    let port = port_field
-        .as_ref()
-        .and_then(|f| f.int::<u16>(diags, 1, 65535));
+    let port = port_field.as_ref().and_then(|f| f.int::<u16>(diags, 1, 65535));
     match (kind, port_field) {
-        (Some(Some("http")), Some(_)) => {
-            port.map_or(Transport::Stdio, |port| Transport::Http { port })
-        }
+        (Some(Some("http")), Some(_)) => port.map_or(Transport::Stdio, |port| Transport::Http { port }),
         (Some(Some("http")), None) => {
             o.missing(
                 "port",
@@ -505,10 +461,7 @@ fn read_transport(o: &mut Obj<'_>, diags: &mut Diags) -> Transport {
             Transport::Stdio
         }
         (None | Some(Some(_)), Some(field)) => {
-            field.error(
-                diags,
-                "a port is only used with \"transport\": \"http\"; set that, or remove the port",
-            );
+            field.error(diags, "a port is only used with \"transport\": \"http\"; set that, or remove the port");
             Transport::Stdio
         }
         _ => Transport::Stdio,
@@ -519,20 +472,17 @@ fn read_restart(o: &mut Obj<'_>, diags: &mut Diags) -> RestartConfig {
     let d = RestartConfig::default();
     let auto_restart = o.bool("auto_restart", diags);
     let mode_field = o.field("restart_mode");
-    let restart_mode = mode_field
-        .as_ref()
-        .and_then(|f| f.choice(diags, &["never", "on-failure", "always"]))
-        .map(|mode| match mode {
+    let restart_mode =
+        mode_field.as_ref().and_then(|f| f.choice(diags, &["never", "on-failure", "always"])).map(|mode| match mode {
             "never" => RestartMode::Never,
             "always" => RestartMode::Always,
             _ => RestartMode::OnFailure,
         });
     if let Some(field) = &mode_field {
         match (auto_restart, restart_mode) {
-            (Some(false), Some(RestartMode::OnFailure | RestartMode::Always)) => field.error(
-                diags,
-                "contradicts \"auto_restart\": false; remove one of the two keys",
-            ),
+            (Some(false), Some(RestartMode::OnFailure | RestartMode::Always)) => {
+                field.error(diags, "contradicts \"auto_restart\": false; remove one of the two keys")
+            }
             (Some(true), Some(RestartMode::Never)) => diags.warn(
                 &field.path,
                 "\"auto_restart\": true is overridden by \"restart_mode\": \"never\"; remove one of the two keys",
@@ -540,25 +490,13 @@ fn read_restart(o: &mut Obj<'_>, diags: &mut Diags) -> RestartConfig {
             _ => {}
         }
     }
-    let max_restarts = o
-        .int("max_restarts", diags, 0, u64::MAX)
-        .unwrap_or(d.max_restarts);
-    let restart_delay = o
-        .duration("restart_delay", diags, MinDuration::Zero)
-        .unwrap_or(d.restart_delay);
-    let restart_window = o
-        .duration("restart_window", diags, MinDuration::Zero)
-        .unwrap_or(d.restart_window);
+    let max_restarts = o.int("max_restarts", diags, 0, u64::MAX).unwrap_or(d.max_restarts);
+    let restart_delay = o.duration("restart_delay", diags, MinDuration::Zero).unwrap_or(d.restart_delay);
+    let restart_window = o.duration("restart_window", diags, MinDuration::Zero).unwrap_or(d.restart_window);
     let backoff = o
         .field("backoff")
         .and_then(|f| f.choice(diags, &["fixed", "exponential"]))
-        .map(|b| {
-            if b == "fixed" {
-                Backoff::Fixed
-            } else {
-                Backoff::Exponential
-            }
-        });
+        .map(|b| if b == "fixed" { Backoff::Fixed } else { Backoff::Exponential });
     let multiplier_field = o.field("backoff_multiplier");
     let backoff_multiplier = multiplier_field.as_ref().and_then(|f| f.float(diags));
     if let (Some(field), Some(Backoff::Fixed)) = (&multiplier_field, backoff) {
@@ -568,9 +506,7 @@ fn read_restart(o: &mut Obj<'_>, diags: &mut Diags) -> RestartConfig {
         );
     }
     let max_delay_field = o.field("max_restart_delay");
-    let max_restart_delay = max_delay_field
-        .as_ref()
-        .and_then(|f| f.duration(diags, MinDuration::Zero));
+    let max_restart_delay = max_delay_field.as_ref().and_then(|f| f.duration(diags, MinDuration::Zero));
     RestartConfig {
         auto_restart: auto_restart.unwrap_or(d.auto_restart),
         restart_mode,
@@ -581,15 +517,9 @@ fn read_restart(o: &mut Obj<'_>, diags: &mut Diags) -> RestartConfig {
         backoff_multiplier: backoff_multiplier.unwrap_or(d.backoff_multiplier),
         max_restart_delay: max_restart_delay.unwrap_or(d.max_restart_delay),
         jitter: o.float("jitter", diags).unwrap_or(d.jitter),
-        reset_after: o
-            .duration("reset_after", diags, MinDuration::Zero)
-            .unwrap_or(d.reset_after),
-        start_timeout: o
-            .duration("start_timeout", diags, MinDuration::Positive)
-            .unwrap_or(d.start_timeout),
-        shutdown_timeout: o
-            .duration("shutdown_timeout", diags, MinDuration::Zero)
-            .unwrap_or(d.shutdown_timeout),
+        reset_after: o.duration("reset_after", diags, MinDuration::Zero).unwrap_or(d.reset_after),
+        start_timeout: o.duration("start_timeout", diags, MinDuration::Positive).unwrap_or(d.start_timeout),
+        shutdown_timeout: o.duration("shutdown_timeout", diags, MinDuration::Zero).unwrap_or(d.shutdown_timeout),
         backoff_tuned: multiplier_field.is_some() || max_delay_field.is_some(),
     }
 }
@@ -599,29 +529,15 @@ fn read_health(o: &mut Obj<'_>, diags: &mut Diags) -> Option<HealthConfig> {
     let url = url_field.as_ref().and_then(|f| health_url(f, diags));
     let d = HealthConfig::with_url(String::new());
     let interval_field = o.field("health_check_interval");
-    let interval = interval_field
-        .as_ref()
-        .and_then(|f| f.duration(diags, MinDuration::Positive));
+    let interval = interval_field.as_ref().and_then(|f| f.duration(diags, MinDuration::Positive));
     let timeout_field = o.field("health_check_timeout");
-    let timeout = timeout_field
-        .as_ref()
-        .and_then(|f| f.duration(diags, MinDuration::Positive));
+    let timeout = timeout_field.as_ref().and_then(|f| f.duration(diags, MinDuration::Positive));
     let failures_field = o.field("failures_before_restart");
-    let failures = failures_field
-        .as_ref()
-        .and_then(|f| f.int::<u32>(diags, 1, u64::MAX));
-    let url_given = url_field
-        .as_ref()
-        .is_some_and(|f| f.value.as_str() != Some(""));
+    let failures = failures_field.as_ref().and_then(|f| f.int::<u32>(diags, 1, u64::MAX));
+    let url_given = url_field.as_ref().is_some_and(|f| f.value.as_str() != Some(""));
     if !url_given {
-        for field in [&interval_field, &timeout_field, &failures_field]
-            .into_iter()
-            .flatten()
-        {
-            diags.warn(
-                &field.path,
-                "ignored because health_check_url is not set; set it, or remove this key",
-            );
+        for field in [&interval_field, &timeout_field, &failures_field].into_iter().flatten() {
+            diags.warn(&field.path, "ignored because health_check_url is not set; set it, or remove this key");
         }
         return None;
     }
@@ -631,12 +547,9 @@ fn read_health(o: &mut Obj<'_>, diags: &mut Diags) -> Option<HealthConfig> {
         timeout: timeout.unwrap_or(d.timeout),
         failures_before_restart: failures.unwrap_or(d.failures_before_restart),
     };
-    let both_valid = (interval_field.is_none() || interval.is_some())
-        && (timeout_field.is_none() || timeout.is_some());
+    let both_valid = (interval_field.is_none() || interval.is_some()) && (timeout_field.is_none() || timeout.is_some());
     if both_valid && health.timeout >= health.interval {
-        let path = timeout_field
-            .as_ref()
-            .map_or_else(|| o.key_path("health_check_timeout"), |f| f.path.clone());
+        let path = timeout_field.as_ref().map_or_else(|| o.key_path("health_check_timeout"), |f| f.path.clone());
         diags.error(
             &path,
             format!(
@@ -657,10 +570,7 @@ fn health_url(field: &Field<'_>, diags: &mut Diags) -> Option<String> {
     }
     let lower = text.to_ascii_lowercase();
     if lower.starts_with("https://") {
-        field.error(
-            diags,
-            "https is not supported yet; use http://, which is fine for a server on this machine",
-        );
+        field.error(diags, "https is not supported yet; use http://, which is fine for a server on this machine");
         return None;
     }
     let problem = match lower.strip_prefix("http://") {
@@ -717,10 +627,8 @@ fn valid_authority(authority: &str) -> bool {
             None => (authority, None),
         }
     };
-    let host_ok = !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    let host_ok =
+        !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
     let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
     host_ok && port_ok
 }
@@ -735,14 +643,7 @@ fn read_limits(o: &mut Obj<'_>, diags: &mut Diags) -> ResourceLimits {
         max_processes: section.int("max_processes", diags, 1, u64::MAX),
         max_open_files: section.int("max_open_files", diags, 16, u64::MAX),
     };
-    section.finish(
-        diags,
-        &[
-            ("memory", "memory_mb"),
-            ("cpu", "cpu_percent"),
-            ("pids", "max_processes"),
-        ],
-    );
+    section.finish(diags, &[("memory", "memory_mb"), ("cpu", "cpu_percent"), ("pids", "max_processes")]);
     limits
 }
 
@@ -750,11 +651,7 @@ fn read_filesystem(o: &mut Obj<'_>, diags: &mut Diags) -> Vec<String> {
     let Some(items) = o.field("allowed_filesystem").and_then(|f| f.array(diags)) else {
         return vec!["read".to_owned()];
     };
-    items
-        .iter()
-        .filter_map(|item| item.choice(diags, &["read", "write"]))
-        .map(str::to_owned)
-        .collect()
+    items.iter().filter_map(|item| item.choice(diags, &["read", "write"])).map(str::to_owned).collect()
 }
 
 /// Reads a user name (or numeric id): letters, digits, `_`, `.`, `-`, not starting with `-`, at most 32.
@@ -764,9 +661,7 @@ fn user(field: &Field<'_>, diags: &mut Diags) -> Option<String> {
     let valid = !body.is_empty()
         && text.len() <= 32
         && !body.starts_with('-')
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        && body.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
     if valid {
         Some(text.to_owned())
     } else {

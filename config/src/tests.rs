@@ -20,24 +20,13 @@ enum Expect<'a> {
 
 fn matches_all(kind: &str, input: &str, found: &[Diagnostic], expected: &[&str]) {
     let rendered: Vec<String> = found.iter().map(ToString::to_string).collect();
-    assert_eq!(
-        rendered.len(),
-        expected.len(),
-        "{kind} of {input}: expected {expected:#?}, got {rendered:#?}"
-    );
+    assert_eq!(rendered.len(), expected.len(), "{kind} of {input}: expected {expected:#?}, got {rendered:#?}");
     for (got, want) in rendered.iter().zip(expected) {
-        assert!(
-            got.starts_with(want),
-            "{kind} of {input}: expected one starting with {want:?}, got {got:?}"
-        );
+        assert!(got.starts_with(want), "{kind} of {input}: expected one starting with {want:?}, got {got:?}");
     }
 }
 
-fn check<T: std::fmt::Debug>(
-    input: &str,
-    result: Result<Parsed<T>, ConfigErrors>,
-    expect: Expect<'_>,
-) -> Option<T> {
+fn check<T: std::fmt::Debug>(input: &str, result: Result<Parsed<T>, ConfigErrors>, expect: Expect<'_>) -> Option<T> {
     match (result, expect) {
         (Ok(parsed), Expect::Clean) => {
             matches_all("warnings", input, &parsed.warnings, &[]);
@@ -88,10 +77,7 @@ const SEED_SERVER_CONFIG: &str = r#"{"name":"Server Name","description":"Server 
 fn empty_hosting_block_gives_the_defaults() {
     let config = check_host(&hosting(""), Expect::Clean);
     assert_eq!(config, Some(HostConfig::default()));
-    let config = check_host(
-        &hosting(r#""dashboard": null, "security": {}, "auth": null"#),
-        Expect::Clean,
-    );
+    let config = check_host(&hosting(r#""dashboard": null, "security": {}, "auth": null"#), Expect::Clean);
     assert_eq!(config, Some(HostConfig::default()));
 }
 
@@ -130,56 +116,20 @@ fn shipped_config_names_every_key() {
             ],
         ),
         ("dashboard", &["enabled", "host", "port", "debug"]),
-        (
-            "security",
-            &[
-                "allowed_languages",
-                "sandbox_by_default",
-                "max_upload_size_mb",
-                "scan_uploads",
-            ],
-        ),
+        ("security", &["allowed_languages", "sandbox_by_default", "max_upload_size_mb", "scan_uploads"]),
         ("auth", &["token", "token_file"]),
-        (
-            "supervisor",
-            &[
-                "max_restarts",
-                "restart_window",
-                "helper_max_restarts",
-                "helper_window",
-                "shutdown_timeout",
-            ],
-        ),
-        (
-            "logs",
-            &[
-                "ring_lines",
-                "max_line_bytes",
-                "max_file_bytes",
-                "max_files",
-            ],
-        ),
+        ("supervisor", &["max_restarts", "restart_window", "helper_max_restarts", "helper_window", "shutdown_timeout"]),
+        ("logs", &["ring_lines", "max_line_bytes", "max_file_bytes", "max_files"]),
     ];
     for (section, keys) in sections {
-        let object = if section.is_empty() {
-            hosting
-        } else {
-            &hosting[section]
-        };
+        let object = if section.is_empty() { hosting } else { &hosting[section] };
         let Some(object) = object.as_object() else {
             panic!("mcp_hosting.{section} is not an object in the shipped config");
         };
         for key in *keys {
-            assert!(
-                object.contains_key(*key),
-                "the shipped config lacks {section}.{key}"
-            );
+            assert!(object.contains_key(*key), "the shipped config lacks {section}.{key}");
         }
-        assert_eq!(
-            object.len(),
-            keys.len(),
-            "the shipped {section:?} has keys this test does not know"
-        );
+        assert_eq!(object.len(), keys.len(), "the shipped {section:?} has keys this test does not know");
     }
 }
 
@@ -209,35 +159,20 @@ fn unknown_keys_warn_and_suggest_the_closest_known_key() {
     let cases: &[(&str, &[&str])] = &[
         (
             r#""max_server": 3"#,
-            &[
-                "mcp_hosting.max_server: unknown key, ignored; did you mean `mcp_hosting.max_servers`?",
-            ],
+            &["mcp_hosting.max_server: unknown key, ignored; did you mean `mcp_hosting.max_servers`?"],
         ),
         (r#""foo": 1"#, &["mcp_hosting.foo: unknown key, ignored"]),
-        (
-            r#""Enabled": true"#,
-            &["mcp_hosting.Enabled: unknown key, ignored; did you mean `mcp_hosting.enabled`?"],
-        ),
-        (
-            r#""port": 80"#,
-            &["mcp_hosting.port: unknown key, ignored; did you mean `mcp_hosting.dashboard.port`?"],
-        ),
+        (r#""Enabled": true"#, &["mcp_hosting.Enabled: unknown key, ignored; did you mean `mcp_hosting.enabled`?"]),
+        (r#""port": 80"#, &["mcp_hosting.port: unknown key, ignored; did you mean `mcp_hosting.dashboard.port`?"]),
         (
             r#""dashboard": {"prot": 80}"#,
-            &[
-                "mcp_hosting.dashboard.prot: unknown key, ignored; did you mean `mcp_hosting.dashboard.port`?",
-            ],
+            &["mcp_hosting.dashboard.prot: unknown key, ignored; did you mean `mcp_hosting.dashboard.port`?"],
         ),
         (
             r#""logs": {"ring-lines": 80}"#,
-            &[
-                "mcp_hosting.logs.ring-lines: unknown key, ignored; did you mean `mcp_hosting.logs.ring_lines`?",
-            ],
+            &["mcp_hosting.logs.ring-lines: unknown key, ignored; did you mean `mcp_hosting.logs.ring_lines`?"],
         ),
-        (
-            r#""a b": 1"#,
-            &[r#"mcp_hosting["a b"]: unknown key, ignored"#],
-        ),
+        (r#""a b": 1"#, &[r#"mcp_hosting["a b"]: unknown key, ignored"#]),
     ];
     for (body, warnings) in cases {
         check_host(&hosting(body), Expect::Warnings(warnings));
@@ -249,18 +184,9 @@ fn unknown_keys_warn_and_suggest_the_closest_known_key() {
 #[test]
 fn wrong_types_in_config_json_are_explained() {
     let cases: &[(&str, &str)] = &[
-        (
-            r#""enabled": "yes""#,
-            r#"mcp_hosting.enabled: expected true or false, found "yes""#,
-        ),
-        (
-            r#""enabled": "true""#,
-            r#"mcp_hosting.enabled: expected true or false, found "true"; remove the quotes"#,
-        ),
-        (
-            r#""auto_cleanup": 1"#,
-            "mcp_hosting.auto_cleanup: expected true or false, found 1",
-        ),
+        (r#""enabled": "yes""#, r#"mcp_hosting.enabled: expected true or false, found "yes""#),
+        (r#""enabled": "true""#, r#"mcp_hosting.enabled: expected true or false, found "true"; remove the quotes"#),
+        (r#""auto_cleanup": 1"#, "mcp_hosting.auto_cleanup: expected true or false, found 1"),
         (
             r#""max_servers": "10""#,
             r#"mcp_hosting.max_servers: expected a number of at least 1, found "10"; remove the quotes"#,
@@ -269,30 +195,15 @@ fn wrong_types_in_config_json_are_explained() {
             r#""max_servers": 1.5"#,
             "mcp_hosting.max_servers: expected a number of at least 1, found 1.5; use a whole number",
         ),
-        (
-            r#""max_servers": -3"#,
-            "mcp_hosting.max_servers: expected a number of at least 1, found -3",
-        ),
+        (r#""max_servers": -3"#, "mcp_hosting.max_servers: expected a number of at least 1, found -3"),
         (
             r#""max_servers": 4294967296"#,
             "mcp_hosting.max_servers: expected a number from 1 to 4294967295, found 4294967296",
         ),
-        (
-            r#""max_servers": [1]"#,
-            "mcp_hosting.max_servers: expected a number of at least 1, found an array",
-        ),
-        (
-            r#""servers_dir": 5"#,
-            "mcp_hosting.servers_dir: expected a string, found 5",
-        ),
-        (
-            r#""servers_dir": """#,
-            r#"mcp_hosting.servers_dir: expected a non-empty path"#,
-        ),
-        (
-            r#""dashboard": 5"#,
-            "mcp_hosting.dashboard: expected an object, found 5",
-        ),
+        (r#""max_servers": [1]"#, "mcp_hosting.max_servers: expected a number of at least 1, found an array"),
+        (r#""servers_dir": 5"#, "mcp_hosting.servers_dir: expected a string, found 5"),
+        (r#""servers_dir": """#, r#"mcp_hosting.servers_dir: expected a non-empty path"#),
+        (r#""dashboard": 5"#, "mcp_hosting.dashboard: expected an object, found 5"),
         (
             r#""dashboard": {"port": 70000}"#,
             "mcp_hosting.dashboard.port: expected a number from 0 to 65535, found 70000",
@@ -301,10 +212,7 @@ fn wrong_types_in_config_json_are_explained() {
             r#""dashboard": {"host": "127.0.0.1:8910"}"#,
             r#"mcp_hosting.dashboard.host: expected an IP address or host name such as "127.0.0.1", found "127.0.0.1:8910"; put the port in mcp_hosting.dashboard.port"#,
         ),
-        (
-            r#""dashboard": {"host": ""}"#,
-            "mcp_hosting.dashboard.host: expected an IP address or host name",
-        ),
+        (r#""dashboard": {"host": ""}"#, "mcp_hosting.dashboard.host: expected an IP address or host name"),
         (
             r#""security": {"allowed_languages": "python"}"#,
             r#"mcp_hosting.security.allowed_languages: expected an array, found "python""#,
@@ -326,42 +234,18 @@ fn wrong_types_in_config_json_are_explained() {
             "mcp_hosting.auth.token: the token may only hold visible ASCII characters",
         ),
         // A token of the wrong type is not echoed back: it may still be a secret.
-        (
-            r#""auth": {"token": 12345678901234567890}"#,
-            "mcp_hosting.auth.token: expected a string, found a number",
-        ),
-        (
-            r#""metrics_history": 0"#,
-            "mcp_hosting.metrics_history: expected a number of at least 1, found 0",
-        ),
-        (
-            r#""logs": {"ring_lines": 100001}"#,
-            "mcp_hosting.logs.ring_lines: expected a number from 1 to 100000",
-        ),
-        (
-            r#""logs": {"max_line_bytes": 10}"#,
-            "mcp_hosting.logs.max_line_bytes: expected a number from 256 to 1048576",
-        ),
-        (
-            r#""logs": {"max_file_bytes": 100}"#,
-            "mcp_hosting.logs.max_file_bytes: expected a number of at least 4096",
-        ),
-        (
-            r#""logs": {"max_files": 0}"#,
-            "mcp_hosting.logs.max_files: expected a number from 1 to 100",
-        ),
-        (
-            r#""supervisor": {"max_restarts": true}"#,
-            "mcp_hosting.supervisor.max_restarts: expected a number",
-        ),
+        (r#""auth": {"token": 12345678901234567890}"#, "mcp_hosting.auth.token: expected a string, found a number"),
+        (r#""metrics_history": 0"#, "mcp_hosting.metrics_history: expected a number of at least 1, found 0"),
+        (r#""logs": {"ring_lines": 100001}"#, "mcp_hosting.logs.ring_lines: expected a number from 1 to 100000"),
+        (r#""logs": {"max_line_bytes": 10}"#, "mcp_hosting.logs.max_line_bytes: expected a number from 256 to 1048576"),
+        (r#""logs": {"max_file_bytes": 100}"#, "mcp_hosting.logs.max_file_bytes: expected a number of at least 4096"),
+        (r#""logs": {"max_files": 0}"#, "mcp_hosting.logs.max_files: expected a number from 1 to 100"),
+        (r#""supervisor": {"max_restarts": true}"#, "mcp_hosting.supervisor.max_restarts: expected a number"),
         (
             r#""supervisor": {"restart_window": 0}"#,
             "mcp_hosting.supervisor.restart_window: expected a duration greater than zero, found 0",
         ),
-        (
-            r#""env_allowlist": "HOME""#,
-            r#"mcp_hosting.env_allowlist: expected an array, found "HOME""#,
-        ),
+        (r#""env_allowlist": "HOME""#, r#"mcp_hosting.env_allowlist: expected an array, found "HOME""#),
         (
             r#""env_allowlist": ["HOME", "1BAD"]"#,
             r#"mcp_hosting.env_allowlist[1]: expected an environment variable name (letters, digits and `_`, not starting with a digit), found "1BAD""#,
@@ -376,26 +260,14 @@ fn wrong_types_in_config_json_are_explained() {
 fn documents_that_are_not_a_hosting_config_are_rejected() {
     let cases: &[(&str, &str)] = &[
         ("", "the file is empty; it must hold a JSON object"),
-        (
-            "{\"mcp_hosting\": {},}",
-            "invalid JSON: trailing comma at line 1 column 20",
-        ),
-        (
-            "[]",
-            r#"expected a JSON object with an "mcp_hosting" key, found an array"#,
-        ),
+        ("{\"mcp_hosting\": {},}", "invalid JSON: trailing comma at line 1 column 20"),
+        ("[]", r#"expected a JSON object with an "mcp_hosting" key, found an array"#),
         (
             "{}",
             r#"mcp_hosting: missing required key; put the hosting settings in an object under the top-level "mcp_hosting" key"#,
         ),
-        (
-            r#"{"mcp_hosting": null}"#,
-            "mcp_hosting: missing required key",
-        ),
-        (
-            r#"{"mcp_hosting": true}"#,
-            "mcp_hosting: expected an object, found true",
-        ),
+        (r#"{"mcp_hosting": null}"#, "mcp_hosting: missing required key"),
+        (r#"{"mcp_hosting": true}"#, "mcp_hosting: expected an object, found true"),
     ];
     for (json, error) in cases {
         check_host(json, Expect::Errors(&[error]));
@@ -448,10 +320,7 @@ fn loopback_hosts_are_recognised() {
         ("192.168.1.2", false),
         ("example.com", false),
     ] {
-        let dashboard = DashboardConfig {
-            host: host.to_owned(),
-            ..DashboardConfig::default()
-        };
+        let dashboard = DashboardConfig { host: host.to_owned(), ..DashboardConfig::default() };
         assert_eq!(dashboard.is_loopback(), loopback, "{host}");
     }
 }
@@ -472,75 +341,36 @@ fn durations_take_seconds_or_a_unit() {
         (r#""0.5ms""#, Duration::from_micros(500)),
     ];
     for (value, expected) in ok {
-        let config = check_host(
-            &hosting(&format!(r#""cleanup_interval": {value}"#)),
-            Expect::Clean,
-        );
-        assert_eq!(
-            config.map(|c| c.cleanup_interval),
-            Some(*expected),
-            "{value}"
-        );
+        let config = check_host(&hosting(&format!(r#""cleanup_interval": {value}"#)), Expect::Clean);
+        assert_eq!(config.map(|c| c.cleanup_interval), Some(*expected), "{value}");
     }
     let expected = r#"expected a duration (seconds as a number such as 5 or 0.5, or a string such as "250ms", "5s", "2m" or "1h"), found"#;
     let bad: &[(&str, String)] = &[
-        (
-            r#""5x""#,
-            format!(r#"{expected} "5x"; the unit must be "ms", "s", "m" or "h""#),
-        ),
-        (
-            r#""5 days""#,
-            format!(r#"{expected} "5 days"; the unit must be"#),
-        ),
+        (r#""5x""#, format!(r#"{expected} "5x"; the unit must be "ms", "s", "m" or "h""#)),
+        (r#""5 days""#, format!(r#"{expected} "5 days"; the unit must be"#)),
         (r#""""#, format!(r#"{expected} """#)),
         (r#""s""#, format!(r#"{expected} "s""#)),
         (r#""1.2.3s""#, format!(r#"{expected} "1.2.3s""#)),
         (r#""1e3""#, format!(r#"{expected} "1e3""#)),
         ("-1", format!("{expected} -1; durations cannot be negative")),
-        (
-            "-0.5",
-            format!("{expected} -0.5; durations cannot be negative"),
-        ),
-        (
-            r#""-5s""#,
-            format!(r#"{expected} "-5s"; durations cannot be negative"#),
-        ),
+        ("-0.5", format!("{expected} -0.5; durations cannot be negative")),
+        (r#""-5s""#, format!(r#"{expected} "-5s"; durations cannot be negative"#)),
         ("true", format!("{expected} true")),
-        (
-            "1e300",
-            format!("{expected} 1e+300; this one is too long to represent"),
-        ),
-        (
-            r#""99999999999999999999h""#,
-            format!(r#"{expected} "99999999999999999999h"; this one is too long"#),
-        ),
-        (
-            "0",
-            "expected a duration greater than zero, found 0".to_owned(),
-        ),
-        (
-            r#""0ms""#,
-            r#"expected a duration greater than zero, found "0ms""#.to_owned(),
-        ),
+        ("1e300", format!("{expected} 1e+300; this one is too long to represent")),
+        (r#""99999999999999999999h""#, format!(r#"{expected} "99999999999999999999h"; this one is too long"#)),
+        ("0", "expected a duration greater than zero, found 0".to_owned()),
+        (r#""0ms""#, r#"expected a duration greater than zero, found "0ms""#.to_owned()),
     ];
     for (value, message) in bad {
         let error = format!("mcp_hosting.cleanup_interval: {message}");
-        check_host(
-            &hosting(&format!(r#""cleanup_interval": {value}"#)),
-            Expect::Errors(&[&error]),
-        );
+        check_host(&hosting(&format!(r#""cleanup_interval": {value}"#)), Expect::Errors(&[&error]));
     }
     check_host(
         &hosting(r#""metrics_interval": "50ms""#),
-        Expect::Errors(&[
-            r#"mcp_hosting.metrics_interval: expected a duration of at least 100ms, found "50ms""#,
-        ]),
+        Expect::Errors(&[r#"mcp_hosting.metrics_interval: expected a duration of at least 100ms, found "50ms""#]),
     );
     let config = check_host(&hosting(r#""metrics_interval": 0.1"#), Expect::Clean);
-    assert_eq!(
-        config.map(|c| c.metrics_interval),
-        Some(Duration::from_millis(100))
-    );
+    assert_eq!(config.map(|c| c.metrics_interval), Some(Duration::from_millis(100)));
 }
 
 #[test]
@@ -574,9 +404,7 @@ fn seed_example_parses_cleanly() {
         transport: Transport::Stdio,
         autostart: false,
         restart: RestartConfig::default(),
-        health: Some(HealthConfig::with_url(
-            "http://localhost:8080/health".to_owned(),
-        )),
+        health: Some(HealthConfig::with_url("http://localhost:8080/health".to_owned())),
         resource_limits: ResourceLimits {
             memory_mb: Some(512),
             cpu_percent: Some(50),
@@ -638,78 +466,30 @@ fn server_values_are_checked() {
     let description_too_long = server(&format!(r#""description": "{too_long_description}""#));
     let cases: &[(&str, &str)] = &[
         ("[1]", "expected a JSON object such as"),
-        (
-            r#"{"name": "a/b", "command": ["x"]}"#,
-            r#"name: the name contains "/"; use 1 to 64 letters"#,
-        ),
-        (
-            r#"{"name": "", "command": ["x"]}"#,
-            "name: the name must be 1 to 64 characters long, not 0",
-        ),
-        (
-            r#"{"name": " a", "command": ["x"]}"#,
-            "name: the name starts or ends with a space",
-        ),
-        (
-            &name_too_long,
-            "name: the name must be 1 to 64 characters long, not 65",
-        ),
-        (
-            &description_too_long,
-            "description: the description is 1025 characters long; shorten it to at most 1024",
-        ),
+        (r#"{"name": "a/b", "command": ["x"]}"#, r#"name: the name contains "/"; use 1 to 64 letters"#),
+        (r#"{"name": "", "command": ["x"]}"#, "name: the name must be 1 to 64 characters long, not 0"),
+        (r#"{"name": " a", "command": ["x"]}"#, "name: the name starts or ends with a space"),
+        (&name_too_long, "name: the name must be 1 to 64 characters long, not 65"),
+        (&description_too_long, "description: the description is 1025 characters long; shorten it to at most 1024"),
         (
             r#"{"name": "a", "command": "python server.py"}"#,
             r#"command: expected an array of strings such as ["python", "server.py"], found "python server.py"; split the program"#,
         ),
-        (
-            r#"{"name": "a", "command": []}"#,
-            "command: the command is empty",
-        ),
-        (
-            r#"{"name": "a", "command": ["python", ""]}"#,
-            "command[1]: empty argument",
-        ),
-        (
-            r#"{"name": "a", "command": ["python", 3]}"#,
-            "command[1]: expected a string, found 3",
-        ),
-        (
-            r#"{"name": "a", "command": ["a\u0000b"]}"#,
-            "command[0]: contains a NUL character",
-        ),
-        (
-            r#"{"name": "a", "command": {"x": 1}}"#,
-            "command: expected an array, found an object",
-        ),
-        (
-            &server(r#""autostart": "yes""#),
-            r#"autostart: expected true or false, found "yes""#,
-        ),
-        (
-            &server(r#""sandboxed": 1"#),
-            "sandboxed: expected true or false, found 1",
-        ),
+        (r#"{"name": "a", "command": []}"#, "command: the command is empty"),
+        (r#"{"name": "a", "command": ["python", ""]}"#, "command[1]: empty argument"),
+        (r#"{"name": "a", "command": ["python", 3]}"#, "command[1]: expected a string, found 3"),
+        (r#"{"name": "a", "command": ["a\u0000b"]}"#, "command[0]: contains a NUL character"),
+        (r#"{"name": "a", "command": {"x": 1}}"#, "command: expected an array, found an object"),
+        (&server(r#""autostart": "yes""#), r#"autostart: expected true or false, found "yes""#),
+        (&server(r#""sandboxed": 1"#), "sandboxed: expected true or false, found 1"),
         (
             &server(r#""allowed_network": null, "allowed_filesystem": ["exec"]"#),
             r#"allowed_filesystem[0]: expected "read" or "write", found "exec""#,
         ),
-        (
-            &server(r#""allowed_filesystem": "read""#),
-            r#"allowed_filesystem: expected an array, found "read""#,
-        ),
-        (
-            &server(r#""user": "-rf""#),
-            r#"user: expected a user name such as "nobody""#,
-        ),
-        (
-            &server(r#""user": "a b""#),
-            r#"user: expected a user name such as "nobody""#,
-        ),
-        (
-            &server(r#""resource_limits": [512]"#),
-            "resource_limits: expected an object, found an array",
-        ),
+        (&server(r#""allowed_filesystem": "read""#), r#"allowed_filesystem: expected an array, found "read""#),
+        (&server(r#""user": "-rf""#), r#"user: expected a user name such as "nobody""#),
+        (&server(r#""user": "a b""#), r#"user: expected a user name such as "nobody""#),
+        (&server(r#""resource_limits": [512]"#), "resource_limits: expected an object, found an array"),
         (
             &server(r#""resource_limits": {"cpu_percent": 0}"#),
             "resource_limits.cpu_percent: expected a number from 1 to 102400, found 0",
@@ -737,10 +517,7 @@ fn server_values_are_checked() {
     let json = r#"{"name": "Wé ather_v1.2-beta", "command": ["x"], "user": "1000",
         "resource_limits": {"cpu_percent": 200, "max_open_files": 1024, "memory_mb": 17592186044415}}"#;
     let config = check_server(json, Expect::Clean);
-    assert_eq!(
-        config.as_ref().map(|c| c.name.as_str()),
-        Some("Wé ather_v1.2-beta")
-    );
+    assert_eq!(config.as_ref().map(|c| c.name.as_str()), Some("Wé ather_v1.2-beta"));
     assert_eq!(
         config.map(|c| c.resource_limits),
         Some(ResourceLimits {
@@ -761,9 +538,7 @@ fn server_values_are_checked() {
 #[test]
 fn unknown_server_keys_warn_with_a_suggestion() {
     check_server(
-        &server(
-            r#""auto_restrat": false, "env": {}, "memory_mb": 5, "xyz": 1, "resource_limits": {"memroy_mb": 64}"#,
-        ),
+        &server(r#""auto_restrat": false, "env": {}, "memory_mb": 5, "xyz": 1, "resource_limits": {"memroy_mb": 64}"#),
         Expect::Warnings(&[
             "resource_limits.memroy_mb: unknown key, ignored; did you mean `resource_limits.memory_mb`?",
             "auto_restrat: unknown key, ignored; did you mean `auto_restart`?",
@@ -776,37 +551,16 @@ fn unknown_server_keys_warn_with_a_suggestion() {
 
 #[test]
 fn transport_needs_a_port_exactly_when_http() {
-    let config = check_server(
-        &server(r#""transport": "http", "port": 8080"#),
-        Expect::Clean,
-    );
-    assert_eq!(
-        config.map(|c| c.transport),
-        Some(Transport::Http { port: 8080 })
-    );
+    let config = check_server(&server(r#""transport": "http", "port": 8080"#), Expect::Clean);
+    assert_eq!(config.map(|c| c.transport), Some(Transport::Http { port: 8080 }));
     let config = check_server(&server(r#""transport": "stdio""#), Expect::Clean);
     assert_eq!(config.map(|c| c.transport), Some(Transport::Stdio));
     let cases: &[(&str, &str)] = &[
-        (
-            r#""transport": "http""#,
-            r#"port: missing required key; "transport": "http" needs the port"#,
-        ),
-        (
-            r#""transport": "http", "port": 0"#,
-            "port: expected a number from 1 to 65535, found 0",
-        ),
-        (
-            r#""port": 8080"#,
-            r#"port: a port is only used with "transport": "http"; set that, or remove the port"#,
-        ),
-        (
-            r#""transport": "stdio", "port": 8080"#,
-            r#"port: a port is only used with "transport": "http""#,
-        ),
-        (
-            r#""transport": "sse""#,
-            r#"transport: expected "stdio" or "http", found "sse""#,
-        ),
+        (r#""transport": "http""#, r#"port: missing required key; "transport": "http" needs the port"#),
+        (r#""transport": "http", "port": 0"#, "port: expected a number from 1 to 65535, found 0"),
+        (r#""port": 8080"#, r#"port: a port is only used with "transport": "http"; set that, or remove the port"#),
+        (r#""transport": "stdio", "port": 8080"#, r#"port: a port is only used with "transport": "http""#),
+        (r#""transport": "sse""#, r#"transport: expected "stdio" or "http", found "sse""#),
         (
             r#""transport": "HTTP", "port": 1"#,
             r#"transport: expected "stdio" or "http", found "HTTP"; did you mean "http"?"#,
@@ -831,63 +585,30 @@ fn working_dir_stays_inside_the_server_directory() {
         ("a\\\\..\\\\b", "it contains `..`"),
         ("", "it is empty"),
     ] {
-        let error =
-            format!("working_dir: {problem}; give a relative path inside the server's directory");
-        check_server(
-            &server(&format!(r#""working_dir": "{bad}""#)),
-            Expect::Errors(&[&error]),
-        );
+        let error = format!("working_dir: {problem}; give a relative path inside the server's directory");
+        check_server(&server(&format!(r#""working_dir": "{bad}""#)), Expect::Errors(&[&error]));
     }
 }
 
 #[test]
 fn environment_values_must_be_strings_with_valid_references() {
-    let config = check_server(
-        &server(r#""environment": {"A": "1", "B_2": "${HOME}/x", "C": "$$5 and $5"}"#),
-        Expect::Clean,
-    );
+    let config =
+        check_server(&server(r#""environment": {"A": "1", "B_2": "${HOME}/x", "C": "$$5 and $5"}"#), Expect::Clean);
     let environment = config.map(|c| c.environment).unwrap_or_default();
-    assert_eq!(
-        environment.get("B_2").map(String::as_str),
-        Some("${HOME}/x")
-    );
+    assert_eq!(environment.get("B_2").map(String::as_str), Some("${HOME}/x"));
     let cases: &[(&str, &str)] = &[
-        (
-            r#""PORT": 8080"#,
-            "environment.PORT: expected a string, found a number; put the value in quotes",
-        ),
-        (
-            r#""DEBUG": true"#,
-            "environment.DEBUG: expected a string, found a boolean; put the value in quotes",
-        ),
-        (
-            r#""X": null"#,
-            "environment.X: expected a string, found null; remove the entry or give it a string",
-        ),
-        (
-            r#""X": ["a"]"#,
-            "environment.X: expected a string, found an array",
-        ),
+        (r#""PORT": 8080"#, "environment.PORT: expected a string, found a number; put the value in quotes"),
+        (r#""DEBUG": true"#, "environment.DEBUG: expected a string, found a boolean; put the value in quotes"),
+        (r#""X": null"#, "environment.X: expected a string, found null; remove the entry or give it a string"),
+        (r#""X": ["a"]"#, "environment.X: expected a string, found an array"),
         (r#""1X": "a""#, "environment.1X: invalid variable name"),
-        (
-            r#""MY VAR": "a""#,
-            r#"environment["MY VAR"]: invalid variable name"#,
-        ),
+        (r#""MY VAR": "a""#, r#"environment["MY VAR"]: invalid variable name"#),
         (r#""X": "${HOME""#, "environment.X: unclosed `${`"),
-        (
-            r#""X": "${}""#,
-            "environment.X: empty variable reference `${}`",
-        ),
-        (
-            r#""X": "$HOME""#,
-            "environment.X: `$HOME` needs braces: write `${HOME}`",
-        ),
+        (r#""X": "${}""#, "environment.X: empty variable reference `${}`"),
+        (r#""X": "$HOME""#, "environment.X: `$HOME` needs braces: write `${HOME}`"),
     ];
     for (entry, error) in cases {
-        check_server(
-            &server(&format!(r#""environment": {{{entry}}}"#)),
-            Expect::Errors(&[error]),
-        );
+        check_server(&server(&format!(r#""environment": {{{entry}}}"#)), Expect::Errors(&[error]));
     }
     check_server(
         &server(r#""environment": ["A=1"]"#),
@@ -936,9 +657,7 @@ fn restart_settings_resolve_mode_and_backoff() {
 
     check_server(
         &server(r#""auto_restart": true, "restart_mode": "never""#),
-        Expect::Warnings(&[
-            r#"restart_mode: "auto_restart": true is overridden by "restart_mode": "never""#,
-        ]),
+        Expect::Warnings(&[r#"restart_mode: "auto_restart": true is overridden by "restart_mode": "never""#]),
     );
     check_server(
         &server(r#""backoff": "fixed", "backoff_multiplier": 3"#),
@@ -957,42 +676,18 @@ fn restart_settings_resolve_mode_and_backoff() {
             r#""restart_mode": "on_failure""#,
             r#"restart_mode: expected "never", "on-failure" or "always", found "on_failure"; did you mean "on-failure"?"#,
         ),
-        (
-            r#""backoff": "linear""#,
-            r#"backoff: expected "fixed" or "exponential", found "linear""#,
-        ),
-        (
-            r#""auto_restart": "false""#,
-            r#"auto_restart: expected true or false, found "false"; remove the quotes"#,
-        ),
-        (
-            r#""max_restarts": -1"#,
-            "max_restarts: expected a number of at least 0, found -1",
-        ),
-        (
-            r#""restart_delay": "soon""#,
-            r#"restart_delay: expected a duration"#,
-        ),
-        (
-            r#""backoff_multiplier": -2"#,
-            "backoff_multiplier: expected a number of at least 0, found -2",
-        ),
+        (r#""backoff": "linear""#, r#"backoff: expected "fixed" or "exponential", found "linear""#),
+        (r#""auto_restart": "false""#, r#"auto_restart: expected true or false, found "false"; remove the quotes"#),
+        (r#""max_restarts": -1"#, "max_restarts: expected a number of at least 0, found -1"),
+        (r#""restart_delay": "soon""#, r#"restart_delay: expected a duration"#),
+        (r#""backoff_multiplier": -2"#, "backoff_multiplier: expected a number of at least 0, found -2"),
         (
             r#""backoff_multiplier": "2""#,
             r#"backoff_multiplier: expected a number of at least 0, found "2"; remove the quotes"#,
         ),
-        (
-            r#""jitter": "lots""#,
-            r#"jitter: expected a number of at least 0, found "lots""#,
-        ),
-        (
-            r#""start_timeout": 0"#,
-            "start_timeout: expected a duration greater than zero, found 0",
-        ),
-        (
-            r#""shutdown_timeout": -1"#,
-            "shutdown_timeout: expected a duration",
-        ),
+        (r#""jitter": "lots""#, r#"jitter: expected a number of at least 0, found "lots""#),
+        (r#""start_timeout": 0"#, "start_timeout: expected a duration greater than zero, found 0"),
+        (r#""shutdown_timeout": -1"#, "shutdown_timeout: expected a duration"),
     ];
     for (extra, error) in cases {
         check_server(&server(extra), Expect::Errors(&[error]));
@@ -1016,15 +711,8 @@ fn health_check_is_http_with_a_timeout_below_the_interval() {
             failures_before_restart: 1,
         })
     );
-    for url in [
-        "http://localhost",
-        "HTTP://127.0.0.1:9000/",
-        "http://my-host.internal:1/x#y",
-    ] {
-        assert!(
-            health(&format!(r#""health_check_url": "{url}""#)).is_some(),
-            "{url}"
-        );
+    for url in ["http://localhost", "HTTP://127.0.0.1:9000/", "http://my-host.internal:1/x#y"] {
+        assert!(health(&format!(r#""health_check_url": "{url}""#)).is_some(), "{url}");
     }
     check_server(
         &server(r#""health_check_interval": 10, "failures_before_restart": 2"#),
@@ -1042,30 +730,12 @@ fn health_check_is_http_with_a_timeout_below_the_interval() {
             r#""health_check_url": "ftp://localhost/health""#,
             r#"health_check_url: it does not start with http://; expected a URL such as "http://localhost:8080/health", found "ftp://localhost/health""#,
         ),
-        (
-            r#""health_check_url": "http:///health""#,
-            "health_check_url: it has no valid host and port",
-        ),
-        (
-            r#""health_check_url": "http://host:99999/""#,
-            "health_check_url: it has no valid host and port",
-        ),
-        (
-            r#""health_check_url": "http://[::1/""#,
-            "health_check_url: it has no valid host and port",
-        ),
-        (
-            r#""health_check_url": "http://a b/""#,
-            "health_check_url: it contains spaces",
-        ),
-        (
-            r#""health_check_url": "http://u:p@host/""#,
-            "health_check_url: it contains credentials",
-        ),
-        (
-            r#""health_check_url": 8080"#,
-            "health_check_url: expected a string, found 8080",
-        ),
+        (r#""health_check_url": "http:///health""#, "health_check_url: it has no valid host and port"),
+        (r#""health_check_url": "http://host:99999/""#, "health_check_url: it has no valid host and port"),
+        (r#""health_check_url": "http://[::1/""#, "health_check_url: it has no valid host and port"),
+        (r#""health_check_url": "http://a b/""#, "health_check_url: it contains spaces"),
+        (r#""health_check_url": "http://u:p@host/""#, "health_check_url: it contains credentials"),
+        (r#""health_check_url": 8080"#, "health_check_url: expected a string, found 8080"),
         (
             r#""health_check_url": "http://localhost/", "health_check_timeout": 30"#,
             "health_check_timeout: the timeout (30s) must be shorter than health_check_interval (30s); lower it or raise the interval",
@@ -1093,10 +763,7 @@ fn server_config_value_can_be_validated_after_merging() {
     let mut value: Value = serde_json::from_str(SEED_SERVER_CONFIG).unwrap_or_default();
     value["command"] = json!(["node", "index.js"]);
     let parsed = parse_server_config_value(&value);
-    assert_eq!(
-        parsed.ok().map(|p| p.value.command),
-        Some(vec!["node".to_owned(), "index.js".to_owned()])
-    );
+    assert_eq!(parsed.ok().map(|p| p.value.command), Some(vec!["node".to_owned(), "index.js".to_owned()]));
 }
 
 // The tests below cover `${NAME}` expansion.
@@ -1126,21 +793,11 @@ fn expand_vars_cases() {
         ("${TOKEN}", "t$${X}"),
     ];
     for (input, expected) in ok {
-        assert_eq!(
-            expand_vars(input, &lookup).as_deref(),
-            Ok(*expected),
-            "{input}"
-        );
+        assert_eq!(expand_vars(input, &lookup).as_deref(), Ok(*expected), "{input}");
     }
     let bad: &[(&str, &str)] = &[
-        (
-            "${SECRET}",
-            "host variable `SECRET` is not available to servers: add it to mcp_hosting.env_allowlist",
-        ),
-        (
-            "x${HOME",
-            "unclosed `${`: add the closing `}`, or write `$$` for a literal `$`",
-        ),
+        ("${SECRET}", "host variable `SECRET` is not available to servers: add it to mcp_hosting.env_allowlist"),
+        ("x${HOME", "unclosed `${`: add the closing `}`, or write `$$` for a literal `$`"),
         ("${", "unclosed `${`"),
         ("${}", "empty variable reference `${}`"),
         ("${1A}", r#"invalid variable name "1A" in `${...}`"#),
@@ -1166,10 +823,7 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
         self.0 >> 33
     }
 
@@ -1180,9 +834,7 @@ impl Lcg {
 
 #[test]
 fn mangled_input_never_panics() {
-    let alphabet: Vec<char> = "{}[]\":,.-+0123456789eE$\\ \u{0}ab_é\u{feff}"
-        .chars()
-        .collect();
+    let alphabet: Vec<char> = "{}[]\":,.-+0123456789eE$\\ \u{0}ab_é\u{feff}".chars().collect();
     let mut rng = Lcg(7);
     for seed in [DEFAULT_CONFIG_JSON, SEED_SERVER_CONFIG] {
         let original: Vec<char> = seed.chars().collect();

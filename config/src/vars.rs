@@ -26,10 +26,7 @@ pub fn expand_vars(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Resu
             rest = tail;
         } else if let Some(tail) = after.strip_prefix('{') {
             let Some(close) = tail.find('}') else {
-                return Err(
-                    "unclosed `${`: add the closing `}`, or write `$$` for a literal `$`"
-                        .to_owned(),
-                );
+                return Err("unclosed `${`: add the closing `}`, or write `$$` for a literal `$`".to_owned());
             };
             let name = &tail[..close];
             if name.is_empty() {
@@ -54,10 +51,7 @@ pub fn expand_vars(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Resu
             }
             rest = &tail[close + 1..];
         } else if after.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
-            let name: String = after
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
+            let name: String = after.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
             return Err(format!(
                 "`${name}` needs braces: write `${{{name}}}` to expand a host variable, or `$${name}` for the literal text"
             ));

@@ -73,10 +73,7 @@ fn scaled_down(value: u64, fraction: f64) -> u64 {
         (fraction_bits | (1 << 52), 1075 - biased)
     };
     let product = u128::from(value) * u128::from(mantissa);
-    let shifted = u32::try_from(shift)
-        .ok()
-        .and_then(|shift| product.checked_shr(shift))
-        .unwrap_or(0);
+    let shifted = u32::try_from(shift).ok().and_then(|shift| product.checked_shr(shift)).unwrap_or(0);
     u64::try_from(shifted).unwrap_or(value).min(value)
 }
 

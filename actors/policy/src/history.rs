@@ -179,12 +179,7 @@ impl History {
         self.log.prune(now_ms, window_ms, max_restarts);
         if self.log.count(now_ms, window_ms) >= max_restarts {
             self.phase = Phase::Failed;
-            return Decision::GiveUp {
-                reason: GiveUpReason::BudgetExhausted {
-                    max_restarts,
-                    window_ms,
-                },
-            };
+            return Decision::GiveUp { reason: GiveUpReason::BudgetExhausted { max_restarts, window_ms } };
         }
 
         self.log.record(now_ms);
@@ -192,11 +187,7 @@ impl History {
         self.streak = self.streak.saturating_add(1);
         self.generation = self.generation.saturating_add(1);
         self.phase = Phase::Backoff;
-        Decision::Restart {
-            delay_ms,
-            generation: self.generation,
-            attempt: self.streak,
-        }
+        Decision::Restart { delay_ms, generation: self.generation, attempt: self.streak }
     }
 
     /// A restart timer fired with `generation`. Returns true when the supervisor must start

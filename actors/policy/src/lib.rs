@@ -125,11 +125,7 @@ impl PolicyConfig {
     pub fn from_seed(auto_restart: bool, max_restarts: u32, restart_delay_ms: u64) -> PolicyConfig {
         let defaults = PolicyConfig::default();
         PolicyConfig {
-            mode: if auto_restart {
-                RestartMode::OnFailure
-            } else {
-                RestartMode::Never
-            },
+            mode: if auto_restart { RestartMode::OnFailure } else { RestartMode::Never },
             max_restarts,
             restart_delay_ms,
             backoff: Backoff::Fixed,
@@ -167,11 +163,7 @@ pub struct InvalidPolicy {
 
 /// Joins problems with `"; "` for display.
 fn joined(problems: &[Problem]) -> String {
-    problems
-        .iter()
-        .map(Problem::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
+    problems.iter().map(Problem::to_string).collect::<Vec<_>>().join("; ")
 }
 
 /// A validated restart policy.
@@ -232,12 +224,9 @@ impl RestartPolicy {
         let c = &self.config;
         match c.backoff {
             Backoff::Fixed => c.restart_delay_ms,
-            Backoff::Exponential => backoff::exponential(
-                c.restart_delay_ms,
-                c.backoff_multiplier,
-                c.max_restart_delay_ms,
-                streak,
-            ),
+            Backoff::Exponential => {
+                backoff::exponential(c.restart_delay_ms, c.backoff_multiplier, c.max_restart_delay_ms, streak)
+            }
         }
     }
 
@@ -248,11 +237,7 @@ impl RestartPolicy {
     /// never exceeds the cap: a sample of 0 gives `base`, `u32::MAX` gives (almost)
     /// `base * (1 - jitter)`, and a jitter of 0 ignores the sample.
     pub fn delay_ms(&self, streak: u32, jitter_sample: u32) -> u64 {
-        backoff::jittered(
-            self.base_delay_ms(streak),
-            self.config.jitter,
-            jitter_sample,
-        )
+        backoff::jittered(self.base_delay_ms(streak), self.config.jitter, jitter_sample)
     }
 
     /// The shortest delay the restart with index `streak` can get, whatever the sample.
@@ -326,16 +311,10 @@ fn problems(c: &PolicyConfig) -> Vec<Problem> {
         });
     }
     if !(0.0..=1.0).contains(&c.jitter) {
-        problems.push(Problem {
-            field: "jitter",
-            message: format!("must be between 0.0 and 1.0, got {}", c.jitter),
-        });
+        problems.push(Problem { field: "jitter", message: format!("must be between 0.0 and 1.0, got {}", c.jitter) });
     }
     if c.reset_after_ms == 0 {
-        problems.push(Problem {
-            field: "reset_after",
-            message: "must be above 0".to_owned(),
-        });
+        problems.push(Problem { field: "reset_after", message: "must be above 0".to_owned() });
     }
     problems
 }
@@ -407,13 +386,9 @@ pub enum GiveUpReason {
 impl fmt::Display for GiveUpReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            GiveUpReason::BudgetExhausted {
-                max_restarts,
-                window_ms,
-            } => write!(
-                f,
-                "restart budget exhausted: {max_restarts} restarts within {window_ms} ms"
-            ),
+            GiveUpReason::BudgetExhausted { max_restarts, window_ms } => {
+                write!(f, "restart budget exhausted: {max_restarts} restarts within {window_ms} ms")
+            }
         }
     }
 }

@@ -1,8 +1,8 @@
 //! Example-based unit tests: delay tables, the seed configuration, validation messages, warnings and state-machine boundaries.
 
 use crate::{
-    Backoff, Decision, ExitKind, GiveUpReason, History, InvalidPolicy, Phase, PolicyConfig,
-    RestartMode, RestartPolicy, StayReason, Warning,
+    Backoff, Decision, ExitKind, GiveUpReason, History, InvalidPolicy, Phase, PolicyConfig, RestartMode, RestartPolicy,
+    StayReason, Warning,
 };
 
 /// Builds a policy that must be valid, with its warnings.
@@ -46,11 +46,7 @@ fn fields(problems: &[crate::Problem]) -> Vec<&'static str> {
 #[track_caller]
 fn expect_restart(decision: Decision, delay_ms: u64, attempt: u32) -> u64 {
     match decision {
-        Decision::Restart {
-            delay_ms: got_delay,
-            generation,
-            attempt: got_attempt,
-        } => {
+        Decision::Restart { delay_ms: got_delay, generation, attempt: got_attempt } => {
             assert_eq!((got_delay, got_attempt), (delay_ms, attempt));
             generation
         }
@@ -97,10 +93,7 @@ fn exponential_delays_double_up_to_the_cap() {
 fn exponential_delays_grow_by_one_and_a_half_rounded_down() {
     // pm2's sequence, except that the power is rounded once rather than at every step.
     let p = exponential(100, 1.5, 15_000);
-    let expected = [
-        100, 150, 225, 337, 506, 759, 1_139, 1_708, 2_562, 3_844, 5_766, 8_649, 12_974, 15_000,
-        15_000,
-    ];
+    let expected = [100, 150, 225, 337, 506, 759, 1_139, 1_708, 2_562, 3_844, 5_766, 8_649, 12_974, 15_000, 15_000];
     let got: Vec<u64> = (0..15).map(|k| p.base_delay_ms(k)).collect();
     assert_eq!(got, expected);
 }
@@ -125,31 +118,19 @@ fn exponential_delays_saturate_at_the_extremes() {
     ];
     for (initial, multiplier, cap, streak, expected) in table {
         let p = exponential(initial, multiplier, cap);
-        assert_eq!(
-            p.base_delay_ms(streak),
-            expected,
-            "{initial} * {multiplier}^{streak} capped at {cap}"
-        );
+        assert_eq!(p.base_delay_ms(streak), expected, "{initial} * {multiplier}^{streak} capped at {cap}");
     }
 }
 
 #[test]
 fn jitter_shortens_the_delay_by_at_most_its_fraction() {
-    let half = policy(PolicyConfig {
-        jitter: 0.5,
-        restart_delay_ms: 1_000,
-        ..PolicyConfig::default()
-    });
+    let half = policy(PolicyConfig { jitter: 0.5, restart_delay_ms: 1_000, ..PolicyConfig::default() });
     assert_eq!(half.delay_ms(0, 0), 1_000);
     assert_eq!(half.delay_ms(0, 1 << 31), 750);
     assert_eq!(half.delay_ms(0, u32::MAX), 501);
     assert_eq!(half.min_delay_ms(0), 501);
 
-    let tenth = policy(PolicyConfig {
-        jitter: 0.1,
-        restart_delay_ms: 1_000,
-        ..PolicyConfig::default()
-    });
+    let tenth = policy(PolicyConfig { jitter: 0.1, restart_delay_ms: 1_000, ..PolicyConfig::default() });
     assert_eq!(tenth.delay_ms(0, u32::MAX), 901);
 
     let full = policy(PolicyConfig {
@@ -162,10 +143,7 @@ fn jitter_shortens_the_delay_by_at_most_its_fraction() {
     // base - floor(base * (2^32 - 1) / 2^32) = ceil(base / 2^32) = 2^32.
     assert_eq!(full.delay_ms(0, u32::MAX), 1 << 32);
 
-    let none = policy(PolicyConfig {
-        jitter: 0.0,
-        ..PolicyConfig::default()
-    });
+    let none = policy(PolicyConfig { jitter: 0.0, ..PolicyConfig::default() });
     assert_eq!(none.delay_ms(3, u32::MAX), none.base_delay_ms(3));
 }
 
@@ -188,12 +166,7 @@ fn the_seed_configuration_restarts_five_times_per_minute_then_gives_up() {
     let decision = h.exited(&p, generation, ExitKind::Code(1), now, 0);
     assert_eq!(
         decision,
-        Decision::GiveUp {
-            reason: GiveUpReason::BudgetExhausted {
-                max_restarts: 5,
-                window_ms: 60_000
-            }
-        }
+        Decision::GiveUp { reason: GiveUpReason::BudgetExhausted { max_restarts: 5, window_ms: 60_000 } }
     );
     assert_eq!(h.phase(), Phase::Failed);
 }
@@ -204,12 +177,7 @@ fn a_seed_without_auto_restart_never_restarts() {
     let mut h = History::new();
     let generation = h.admin_start(0);
     let decision = h.exited(&p, generation, ExitKind::Signal(9), 10, 0);
-    assert_eq!(
-        decision,
-        Decision::Stay {
-            reason: StayReason::Never
-        }
-    );
+    assert_eq!(decision, Decision::Stay { reason: StayReason::Never });
     assert_eq!(h.phase(), Phase::Stopped);
 }
 
@@ -242,13 +210,7 @@ fn validation_reports_every_problem_with_its_field() {
     });
     assert_eq!(
         fields(&err.problems),
-        [
-            "restart_window",
-            "backoff_multiplier",
-            "max_restart_delay",
-            "jitter",
-            "reset_after"
-        ]
+        ["restart_window", "backoff_multiplier", "max_restart_delay", "jitter", "reset_after"]
     );
     assert_eq!(
         err.to_string(),
@@ -263,19 +225,9 @@ fn validation_reports_every_problem_with_its_field() {
 #[test]
 fn validation_rejects_each_bad_value_alone() {
     let cases: [(PolicyConfig, &str); 7] = [
+        (PolicyConfig { restart_window_ms: 0, ..PolicyConfig::default() }, "restart_window"),
         (
-            PolicyConfig {
-                restart_window_ms: 0,
-                ..PolicyConfig::default()
-            },
-            "restart_window",
-        ),
-        (
-            PolicyConfig {
-                backoff: Backoff::Exponential,
-                backoff_multiplier: 0.5,
-                ..PolicyConfig::default()
-            },
+            PolicyConfig { backoff: Backoff::Exponential, backoff_multiplier: 0.5, ..PolicyConfig::default() },
             "backoff_multiplier",
         ),
         (
@@ -286,34 +238,10 @@ fn validation_rejects_each_bad_value_alone() {
             },
             "backoff_multiplier",
         ),
-        (
-            PolicyConfig {
-                max_restart_delay_ms: 4_999,
-                ..PolicyConfig::default()
-            },
-            "max_restart_delay",
-        ),
-        (
-            PolicyConfig {
-                jitter: -0.1,
-                ..PolicyConfig::default()
-            },
-            "jitter",
-        ),
-        (
-            PolicyConfig {
-                jitter: f64::NAN,
-                ..PolicyConfig::default()
-            },
-            "jitter",
-        ),
-        (
-            PolicyConfig {
-                reset_after_ms: 0,
-                ..PolicyConfig::default()
-            },
-            "reset_after",
-        ),
+        (PolicyConfig { max_restart_delay_ms: 4_999, ..PolicyConfig::default() }, "max_restart_delay"),
+        (PolicyConfig { jitter: -0.1, ..PolicyConfig::default() }, "jitter"),
+        (PolicyConfig { jitter: f64::NAN, ..PolicyConfig::default() }, "jitter"),
+        (PolicyConfig { reset_after_ms: 0, ..PolicyConfig::default() }, "reset_after"),
     ];
     for (config, field) in cases {
         let err = invalid(config.clone());
@@ -325,17 +253,9 @@ fn validation_rejects_each_bad_value_alone() {
 fn validation_accepts_the_edge_values() {
     let accepted = [
         // A zero budget needs no window.
-        PolicyConfig {
-            max_restarts: 0,
-            restart_window_ms: 0,
-            ..PolicyConfig::default()
-        },
+        PolicyConfig { max_restarts: 0, restart_window_ms: 0, ..PolicyConfig::default() },
         // Fixed backoff ignores the multiplier.
-        PolicyConfig {
-            backoff: Backoff::Fixed,
-            backoff_multiplier: f64::NAN,
-            ..PolicyConfig::default()
-        },
+        PolicyConfig { backoff: Backoff::Fixed, backoff_multiplier: f64::NAN, ..PolicyConfig::default() },
         PolicyConfig {
             backoff: Backoff::Exponential,
             backoff_multiplier: 1.0,
@@ -345,12 +265,7 @@ fn validation_accepts_the_edge_values() {
             reset_after_ms: 1,
             ..PolicyConfig::default()
         },
-        PolicyConfig {
-            restart_delay_ms: 0,
-            max_restart_delay_ms: 0,
-            jitter: 0.0,
-            ..PolicyConfig::default()
-        },
+        PolicyConfig { restart_delay_ms: 0, max_restart_delay_ms: 0, jitter: 0.0, ..PolicyConfig::default() },
     ];
     for config in accepted {
         assert!(RestartPolicy::new(config.clone()).is_ok(), "{config:?}");
@@ -360,11 +275,8 @@ fn validation_accepts_the_edge_values() {
 #[test]
 fn the_design_defaults_are_valid_without_warnings() {
     // shared/DESIGN.md: 5 restarts in 300 s, exponential from 5 s by 2 up to 60 s.
-    let (_, warnings) = valid(PolicyConfig {
-        restart_window_ms: 300_000,
-        backoff: Backoff::Exponential,
-        ..PolicyConfig::default()
-    });
+    let (_, warnings) =
+        valid(PolicyConfig { restart_window_ms: 300_000, backoff: Backoff::Exponential, ..PolicyConfig::default() });
     assert_eq!(warnings, []);
 }
 
@@ -372,12 +284,7 @@ fn the_design_defaults_are_valid_without_warnings() {
 fn the_never_trips_warning_has_an_exact_boundary() {
     // Exponential 5 s doubling to 60 s: 5 + 10 + 20 + 40 + 60 = 135 s for 5 restarts.
     let at = |window: u64| {
-        valid(PolicyConfig {
-            restart_window_ms: window,
-            backoff: Backoff::Exponential,
-            ..PolicyConfig::default()
-        })
-        .1
+        valid(PolicyConfig { restart_window_ms: window, backoff: Backoff::Exponential, ..PolicyConfig::default() }).1
     };
     assert_eq!(fields(&at(135_000)), ["restart_window"]);
     assert_eq!(fields(&at(135_001)), Vec::<&str>::new());
@@ -399,17 +306,9 @@ fn the_never_trips_warning_has_an_exact_boundary() {
 
 #[test]
 fn the_never_trips_warning_is_skipped_when_nothing_restarts_or_nothing_is_allowed() {
-    let never = valid(PolicyConfig {
-        mode: RestartMode::Never,
-        restart_window_ms: 1,
-        ..PolicyConfig::default()
-    });
+    let never = valid(PolicyConfig { mode: RestartMode::Never, restart_window_ms: 1, ..PolicyConfig::default() });
     assert_eq!(never.1, []);
-    let zero = valid(PolicyConfig {
-        max_restarts: 0,
-        restart_window_ms: 0,
-        ..PolicyConfig::default()
-    });
+    let zero = valid(PolicyConfig { max_restarts: 0, restart_window_ms: 0, ..PolicyConfig::default() });
     assert_eq!(zero.1, []);
 }
 
@@ -438,11 +337,7 @@ fn the_never_trips_warning_handles_huge_budgets_quickly() {
 
 #[test]
 fn doubtful_exponential_settings_warn() {
-    let zero = valid(PolicyConfig {
-        backoff: Backoff::Exponential,
-        restart_delay_ms: 0,
-        ..PolicyConfig::default()
-    });
+    let zero = valid(PolicyConfig { backoff: Backoff::Exponential, restart_delay_ms: 0, ..PolicyConfig::default() });
     assert_eq!(fields(&zero.1), ["restart_delay"]);
     let flat = valid(PolicyConfig {
         backoff: Backoff::Exponential,
@@ -455,13 +350,8 @@ fn doubtful_exponential_settings_warn() {
 
 #[test]
 fn clean_exits_follow_systemd() {
-    let clean = [
-        ExitKind::Code(0),
-        ExitKind::Signal(1),
-        ExitKind::Signal(2),
-        ExitKind::Signal(13),
-        ExitKind::Signal(15),
-    ];
+    let clean =
+        [ExitKind::Code(0), ExitKind::Signal(1), ExitKind::Signal(2), ExitKind::Signal(13), ExitKind::Signal(15)];
     let abnormal = [
         ExitKind::Code(1),
         ExitKind::Code(-1),
@@ -485,21 +375,14 @@ fn clean_exits_follow_systemd() {
 
 #[test]
 fn the_window_is_half_open() {
-    let p = policy(PolicyConfig {
-        max_restarts: 1,
-        restart_window_ms: 1_000,
-        ..PolicyConfig::default()
-    });
+    let p = policy(PolicyConfig { max_restarts: 1, restart_window_ms: 1_000, ..PolicyConfig::default() });
     // A restart at 0 still counts at 999 ...
     let mut h = History::new();
     let g = h.admin_start(0);
     let g = expect_restart(h.exited(&p, g, ExitKind::Code(1), 0, 0), 5_000, 1);
     fire(&mut h, g);
     assert_eq!(h.restarts_in_window(&p, 999), 1);
-    assert!(matches!(
-        h.exited(&p, g, ExitKind::Code(1), 999, 0),
-        Decision::GiveUp { .. }
-    ));
+    assert!(matches!(h.exited(&p, g, ExitKind::Code(1), 999, 0), Decision::GiveUp { .. }));
     // ... and no longer counts at 1000.
     let mut h = History::new();
     let g = h.admin_start(0);
@@ -543,18 +426,8 @@ fn the_exit_of_an_admin_stopped_incarnation_stays_stopped() {
     let g = h.admin_start(0);
     h.ready(g, 5);
     h.admin_stop(10);
-    assert_eq!(
-        h.exited(&p, g, ExitKind::Signal(15), 20, 0),
-        Decision::Stay {
-            reason: StayReason::AdminStop
-        }
-    );
-    assert_eq!(
-        h.exited(&p, g, ExitKind::Signal(15), 20, 0),
-        Decision::Stay {
-            reason: StayReason::Stale
-        }
-    );
+    assert_eq!(h.exited(&p, g, ExitKind::Signal(15), 20, 0), Decision::Stay { reason: StayReason::AdminStop });
+    assert_eq!(h.exited(&p, g, ExitKind::Signal(15), 20, 0), Decision::Stay { reason: StayReason::Stale });
 }
 
 #[test]
@@ -567,57 +440,33 @@ fn events_for_other_generations_are_ignored() {
     assert!(!h.timer_fired(g + 1));
     h.ready(g + 1, 0);
     assert_eq!(h, before);
-    assert_eq!(
-        h.exited(&p, g - 1, ExitKind::Code(1), 0, 0),
-        Decision::Stay {
-            reason: StayReason::Stale
-        }
-    );
+    assert_eq!(h.exited(&p, g - 1, ExitKind::Code(1), 0, 0), Decision::Stay { reason: StayReason::Stale });
     assert_eq!(h, before);
 }
 
 #[test]
 fn a_clock_that_goes_backwards_is_clamped() {
-    let p = policy(PolicyConfig {
-        max_restarts: 1,
-        restart_window_ms: 1_000,
-        ..PolicyConfig::default()
-    });
+    let p = policy(PolicyConfig { max_restarts: 1, restart_window_ms: 1_000, ..PolicyConfig::default() });
     let mut h = History::new();
     let g = h.admin_start(5_000);
     let g = expect_restart(h.exited(&p, g, ExitKind::Code(1), 5_000, 0), 5_000, 1);
     fire(&mut h, g);
     // Time 0 is read as 5000, so the restart at 5000 still counts.
     assert_eq!(h.restarts_in_window(&p, 0), 1);
-    assert!(matches!(
-        h.exited(&p, g, ExitKind::Code(1), 0, 0),
-        Decision::GiveUp { .. }
-    ));
+    assert!(matches!(h.exited(&p, g, ExitKind::Code(1), 0, 0), Decision::GiveUp { .. }));
     assert_eq!(h.last_seen_ms(), 5_000);
 }
 
 #[test]
 fn give_up_ignores_everything_but_admin_start() {
-    let p = policy(PolicyConfig {
-        max_restarts: 0,
-        restart_window_ms: 0,
-        ..PolicyConfig::default()
-    });
+    let p = policy(PolicyConfig { max_restarts: 0, restart_window_ms: 0, ..PolicyConfig::default() });
     let mut h = History::new();
     let g = h.admin_start(0);
-    assert!(matches!(
-        h.exited(&p, g, ExitKind::SpawnFailed, 0, 0),
-        Decision::GiveUp { .. }
-    ));
+    assert!(matches!(h.exited(&p, g, ExitKind::SpawnFailed, 0, 0), Decision::GiveUp { .. }));
     h.admin_stop(1);
     h.ready(g, 2);
     assert!(!h.timer_fired(g));
-    assert_eq!(
-        h.exited(&p, g, ExitKind::Code(1), 3, 0),
-        Decision::Stay {
-            reason: StayReason::AlreadyFailed
-        }
-    );
+    assert_eq!(h.exited(&p, g, ExitKind::Code(1), 3, 0), Decision::Stay { reason: StayReason::AlreadyFailed });
     assert_eq!(h.phase(), Phase::Failed);
     let started = h.admin_start(4);
     assert_eq!(started, g + 1);
@@ -627,11 +476,7 @@ fn give_up_ignores_everything_but_admin_start() {
 #[test]
 fn display_texts_are_lowercase_without_a_period() {
     let texts = [
-        GiveUpReason::BudgetExhausted {
-            max_restarts: 5,
-            window_ms: 60_000,
-        }
-        .to_string(),
+        GiveUpReason::BudgetExhausted { max_restarts: 5, window_ms: 60_000 }.to_string(),
         StayReason::AdminStop.to_string(),
         StayReason::Never.to_string(),
         StayReason::CleanExit.to_string(),

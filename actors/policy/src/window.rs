@@ -31,11 +31,7 @@ impl RestartLog {
 
     /// How many entries count at `now`.
     pub(crate) fn count(&self, now_ms: u64, window_ms: u64) -> u32 {
-        let counted = self
-            .times
-            .iter()
-            .filter(|&&t| now_ms.saturating_sub(t) < window_ms)
-            .count();
+        let counted = self.times.iter().filter(|&&t| now_ms.saturating_sub(t) < window_ms).count();
         u32::try_from(counted).unwrap_or(u32::MAX)
     }
 

@@ -7,8 +7,7 @@
 //! the clock test adds steps backwards.
 
 use policy::{
-    Backoff, Decision, ExitKind, GiveUpReason, History, Phase, PolicyConfig, RestartMode,
-    RestartPolicy, StayReason,
+    Backoff, Decision, ExitKind, GiveUpReason, History, Phase, PolicyConfig, RestartMode, RestartPolicy, StayReason,
 };
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -32,11 +31,7 @@ fn settings(cases: u32) -> ProptestConfig {
 /// `min(cap, initial * multiplier^streak)` by the documented formula: exact integers for an
 /// integral multiplier, `f64` otherwise.
 fn reference_base_delay(c: &PolicyConfig, streak: u32) -> u64 {
-    let (initial, m, cap) = (
-        c.restart_delay_ms,
-        c.backoff_multiplier,
-        c.max_restart_delay_ms,
-    );
+    let (initial, m, cap) = (c.restart_delay_ms, c.backoff_multiplier, c.max_restart_delay_ms);
     if c.backoff == Backoff::Fixed {
         return initial;
     }
@@ -56,11 +51,7 @@ fn reference_base_delay(c: &PolicyConfig, streak: u32) -> u64 {
         return delay as u64;
     }
     let x = initial as f64 * m.powf(f64::from(streak));
-    if x >= cap as f64 {
-        cap
-    } else {
-        (x as u64).max(initial).min(cap)
-    }
+    if x >= cap as f64 { cap } else { (x as u64).max(initial).min(cap) }
 }
 
 /// The documented down-jitter, for jitter values whose product with the delays is exact in
@@ -104,10 +95,7 @@ impl Model {
 
     fn in_window(&self, c: &PolicyConfig, now: u64) -> usize {
         let now = now.max(self.clock);
-        self.restarts
-            .iter()
-            .filter(|&&t| now - t < c.restart_window_ms)
-            .count()
+        self.restarts.iter().filter(|&&t| now - t < c.restart_window_ms).count()
     }
 
     fn apply(&mut self, c: &PolicyConfig, now: u64, act: &Act) -> Outcome {
@@ -148,20 +136,11 @@ impl Model {
                 }
                 Outcome::Fired(fire)
             }
-            Act::Exit(kind, generation, sample) => {
-                Outcome::Decided(self.exited(c, generation, kind, now, sample))
-            }
+            Act::Exit(kind, generation, sample) => Outcome::Decided(self.exited(c, generation, kind, now, sample)),
         }
     }
 
-    fn exited(
-        &mut self,
-        c: &PolicyConfig,
-        generation: u64,
-        kind: ExitKind,
-        now: u64,
-        sample: u32,
-    ) -> Decision {
+    fn exited(&mut self, c: &PolicyConfig, generation: u64, kind: ExitKind, now: u64, sample: u32) -> Decision {
         let now = self.tick(now);
         let stay = |reason| Decision::Stay { reason };
         if self.phase == Phase::Failed {
@@ -195,10 +174,7 @@ impl Model {
         if self.in_window(c, now) >= c.max_restarts as usize {
             self.phase = Phase::Failed;
             return Decision::GiveUp {
-                reason: GiveUpReason::BudgetExhausted {
-                    max_restarts: c.max_restarts,
-                    window_ms: c.restart_window_ms,
-                },
+                reason: GiveUpReason::BudgetExhausted { max_restarts: c.max_restarts, window_ms: c.restart_window_ms },
             };
         }
         self.restarts.push(now);
@@ -206,11 +182,7 @@ impl Model {
         self.streak += 1;
         self.generation += 1;
         self.phase = Phase::Backoff;
-        Decision::Restart {
-            delay_ms,
-            generation: self.generation,
-            attempt: self.streak,
-        }
+        Decision::Restart { delay_ms, generation: self.generation, attempt: self.streak }
     }
 }
 
@@ -278,11 +250,7 @@ struct Snapshot {
 }
 
 fn snapshot(h: &History) -> Snapshot {
-    Snapshot {
-        phase: h.phase(),
-        generation: h.generation(),
-        streak: h.streak(),
-    }
+    Snapshot { phase: h.phase(), generation: h.generation(), streak: h.streak() }
 }
 
 /// One applied event.
@@ -300,11 +268,7 @@ struct Record {
 /// Adds `gap` to `t`, saturating.
 fn advance(t: u64, gap: Gap, c: &PolicyConfig) -> u64 {
     let near = |base: u64, delta: i8| {
-        if delta < 0 {
-            base.saturating_sub(1)
-        } else {
-            base.saturating_add(delta as u64)
-        }
+        if delta < 0 { base.saturating_sub(1) } else { base.saturating_add(delta as u64) }
     };
     match gap {
         Gap::Zero => t,
@@ -338,9 +302,7 @@ fn resolve(which: Which, current: u64) -> u64 {
 /// Applies one resolved act to a history.
 fn apply(h: &mut History, p: &RestartPolicy, now: u64, act: Act) -> Outcome {
     match act {
-        Act::Exit(kind, generation, sample) => {
-            Outcome::Decided(h.exited(p, generation, kind, now, sample))
-        }
+        Act::Exit(kind, generation, sample) => Outcome::Decided(h.exited(p, generation, kind, now, sample)),
         Act::Ready(generation) => {
             h.ready(generation, now);
             Outcome::Done
@@ -425,14 +387,8 @@ fn restart_epochs(records: &[Record]) -> Vec<Vec<u64>> {
 fn assert_window_bound(records: &[Record], c: &PolicyConfig) -> Result<(), TestCaseError> {
     for epoch in restart_epochs(records) {
         for (i, &t) in epoch.iter().enumerate() {
-            let inside = epoch[..=i]
-                .iter()
-                .filter(|&&s| t - s < c.restart_window_ms)
-                .count();
-            prop_assert!(
-                inside <= c.max_restarts as usize,
-                "{inside} restarts in the window ending at {t}: {epoch:?}"
-            );
+            let inside = epoch[..=i].iter().filter(|&&s| t - s < c.restart_window_ms).count();
+            prop_assert!(inside <= c.max_restarts as usize, "{inside} restarts in the window ending at {t}: {epoch:?}");
         }
     }
     Ok(())
@@ -463,9 +419,7 @@ fn backoff() -> impl Strategy<Value = Backoff> {
 }
 
 /// Valid configs with small numbers, dyadic jitter and multipliers the model computes exactly.
-fn sequence_config(
-    max_restarts: impl Strategy<Value = u32>,
-) -> impl Strategy<Value = PolicyConfig> {
+fn sequence_config(max_restarts: impl Strategy<Value = u32>) -> impl Strategy<Value = PolicyConfig> {
     (
         mode(),
         max_restarts,
@@ -477,21 +431,17 @@ fn sequence_config(
         prop_oneof![Just(0.0), Just(0.25), Just(0.5), Just(1.0)],
         prop_oneof![1u64..=10, 1u64..=200_000],
     )
-        .prop_map(
-            |(mode, max_restarts, window, delay, backoff, multiplier, extra, jitter, reset)| {
-                PolicyConfig {
-                    mode,
-                    max_restarts,
-                    restart_window_ms: window,
-                    restart_delay_ms: delay,
-                    backoff,
-                    backoff_multiplier: multiplier,
-                    max_restart_delay_ms: delay + extra,
-                    jitter,
-                    reset_after_ms: reset,
-                }
-            },
-        )
+        .prop_map(|(mode, max_restarts, window, delay, backoff, multiplier, extra, jitter, reset)| PolicyConfig {
+            mode,
+            max_restarts,
+            restart_window_ms: window,
+            restart_delay_ms: delay,
+            backoff,
+            backoff_multiplier: multiplier,
+            max_restart_delay_ms: delay + extra,
+            jitter,
+            reset_after_ms: reset,
+        })
 }
 
 fn exit_kind() -> impl Strategy<Value = ExitKind> {
@@ -516,10 +466,7 @@ fn sample() -> impl Strategy<Value = u32> {
 }
 
 fn stale() -> impl Strategy<Value = Which> {
-    prop_oneof![
-        (0u8..3).prop_map(Which::Older),
-        (0u8..3).prop_map(Which::Newer)
-    ]
+    prop_oneof![(0u8..3).prop_map(Which::Older), (0u8..3).prop_map(Which::Newer)]
 }
 
 fn event() -> impl Strategy<Value = Event> {
@@ -559,34 +506,21 @@ fn scenario_with(
     gaps: impl Strategy<Value = Gap>,
     start: impl Strategy<Value = u64>,
 ) -> impl Strategy<Value = Scenario> {
-    (config, start, prop::collection::vec((gaps, event()), 1..60)).prop_map(
-        |(config, start, steps)| Scenario {
-            config,
-            start,
-            steps,
-        },
-    )
+    (config, start, prop::collection::vec((gaps, event()), 1..60)).prop_map(|(config, start, steps)| Scenario {
+        config,
+        start,
+        steps,
+    })
 }
 
 /// The default scenario: budgets of 0 to 6, any start time, forward gaps.
 fn scenario() -> impl Strategy<Value = Scenario> {
-    scenario_with(
-        sequence_config(0u32..=6),
-        gap(u64::MAX),
-        prop_oneof![0u64..=1_000_000, any::<u64>()],
-    )
+    scenario_with(sequence_config(0u32..=6), gap(u64::MAX), prop_oneof![0u64..=1_000_000, any::<u64>()])
 }
 
 /// Any valid config, including extreme values.
 fn wide_config() -> impl Strategy<Value = PolicyConfig> {
-    let amount = || {
-        prop_oneof![
-            0u64..=1_000,
-            0u64..=10_000_000,
-            any::<u64>(),
-            Just(u64::MAX)
-        ]
-    };
+    let amount = || prop_oneof![0u64..=1_000, 0u64..=10_000_000, any::<u64>(), Just(u64::MAX)];
     let multiplier = prop_oneof![
         Just(1.0),
         Just(1.0 + f64::EPSILON),
@@ -608,19 +542,17 @@ fn wide_config() -> impl Strategy<Value = PolicyConfig> {
         jitter,
         1u64..=u64::MAX,
     )
-        .prop_map(
-            |(mode, max_restarts, window, a, backoff, multiplier, b, jitter, reset)| PolicyConfig {
-                mode,
-                max_restarts,
-                restart_window_ms: window,
-                restart_delay_ms: a.min(b),
-                backoff,
-                backoff_multiplier: multiplier,
-                max_restart_delay_ms: a.max(b),
-                jitter,
-                reset_after_ms: reset,
-            },
-        )
+        .prop_map(|(mode, max_restarts, window, a, backoff, multiplier, b, jitter, reset)| PolicyConfig {
+            mode,
+            max_restarts,
+            restart_window_ms: window,
+            restart_delay_ms: a.min(b),
+            backoff,
+            backoff_multiplier: multiplier,
+            max_restart_delay_ms: a.max(b),
+            jitter,
+            reset_after_ms: reset,
+        })
 }
 
 fn streak() -> impl Strategy<Value = u32> {
@@ -629,9 +561,7 @@ fn streak() -> impl Strategy<Value = u32> {
 
 /// Configs with any values, valid or not.
 fn raw_config() -> impl Strategy<Value = PolicyConfig> {
-    let float = |specials: Vec<f64>| {
-        prop_oneof![prop::sample::select(specials), -2.0f64..=3.0, any::<f64>(),]
-    };
+    let float = |specials: Vec<f64>| prop_oneof![prop::sample::select(specials), -2.0f64..=3.0, any::<f64>(),];
     (
         mode(),
         prop_oneof![Just(0u32), 0u32..=10, any::<u32>()],
@@ -640,32 +570,20 @@ fn raw_config() -> impl Strategy<Value = PolicyConfig> {
         backoff(),
         float(vec![f64::NAN, f64::INFINITY, -1.0, 0.0, 0.999, 1.0, 2.0]),
         prop_oneof![Just(0u64), 0u64..=100_000, any::<u64>()],
-        float(vec![
-            f64::NAN,
-            f64::NEG_INFINITY,
-            -0.1,
-            0.0,
-            0.5,
-            1.0,
-            1.0001,
-        ]),
+        float(vec![f64::NAN, f64::NEG_INFINITY, -0.1, 0.0, 0.5, 1.0, 1.0001]),
         prop_oneof![Just(0u64), any::<u64>()],
     )
-        .prop_map(
-            |(mode, max_restarts, window, delay, backoff, multiplier, cap, jitter, reset)| {
-                PolicyConfig {
-                    mode,
-                    max_restarts,
-                    restart_window_ms: window,
-                    restart_delay_ms: delay,
-                    backoff,
-                    backoff_multiplier: multiplier,
-                    max_restart_delay_ms: cap,
-                    jitter,
-                    reset_after_ms: reset,
-                }
-            },
-        )
+        .prop_map(|(mode, max_restarts, window, delay, backoff, multiplier, cap, jitter, reset)| PolicyConfig {
+            mode,
+            max_restarts,
+            restart_window_ms: window,
+            restart_delay_ms: delay,
+            backoff,
+            backoff_multiplier: multiplier,
+            max_restart_delay_ms: cap,
+            jitter,
+            reset_after_ms: reset,
+        })
 }
 
 /// The fields whose invariant `c` breaks, in the order validation reports them.
@@ -967,19 +885,10 @@ fn uptime_around(reset_after: u64) -> impl Strategy<Value = u64> {
 
 fn streak_case() -> impl Strategy<Value = (PolicyConfig, Vec<Cycle>)> {
     sequence_config(Just(u32::MAX))
-        .prop_map(|c| PolicyConfig {
-            mode: RestartMode::Always,
-            reset_after_ms: c.reset_after_ms.max(2),
-            ..c
-        })
+        .prop_map(|c| PolicyConfig { mode: RestartMode::Always, reset_after_ms: c.reset_after_ms.max(2), ..c })
         .prop_flat_map(|c| {
-            let cycle = (any::<bool>(), uptime_around(c.reset_after_ms), sample()).prop_map(
-                |(ready, uptime, sample)| Cycle {
-                    ready,
-                    uptime,
-                    sample,
-                },
-            );
+            let cycle = (any::<bool>(), uptime_around(c.reset_after_ms), sample())
+                .prop_map(|(ready, uptime, sample)| Cycle { ready, uptime, sample });
             (Just(c), prop::collection::vec(cycle, 1..20))
         })
 }

@@ -19,22 +19,10 @@ pub(crate) const CURRENT: &str = "current.log";
 const QUEUE: usize = 4096;
 
 enum Job {
-    Configure {
-        dir: PathBuf,
-        max_file_bytes: u64,
-        max_files: u32,
-    },
-    Write {
-        dir: PathBuf,
-        bytes: Vec<u8>,
-        pending: Arc<AtomicUsize>,
-    },
-    Close {
-        dir: PathBuf,
-    },
-    Flush {
-        done: std::sync::mpsc::Sender<()>,
-    },
+    Configure { dir: PathBuf, max_file_bytes: u64, max_files: u32 },
+    Write { dir: PathBuf, bytes: Vec<u8>, pending: Arc<AtomicUsize> },
+    Close { dir: PathBuf },
+    Flush { done: std::sync::mpsc::Sender<()> },
 }
 
 /// A handle to the writer thread; cheap to clone. The thread ends when every handle is dropped.
@@ -47,34 +35,23 @@ impl LogWriter {
     /// Starts the writer thread.
     pub(crate) fn start() -> std::io::Result<LogWriter> {
         let (tx, rx) = sync_channel(QUEUE);
-        std::thread::Builder::new()
-            .name("hivehost-logs".into())
-            .spawn(move || run(rx))?;
+        std::thread::Builder::new().name("hivehost-logs".into()).spawn(move || run(rx))?;
         Ok(LogWriter { tx })
     }
 
     pub(crate) fn configure(&self, dir: &Path, max_file_bytes: u64, max_files: u32) {
         // Configuration must not be lost: block for a place in the queue.
-        let _ = self.tx.send(Job::Configure {
-            dir: dir.to_path_buf(),
-            max_file_bytes,
-            max_files,
-        });
+        let _ = self.tx.send(Job::Configure { dir: dir.to_path_buf(), max_file_bytes, max_files });
     }
 
     /// Queues `bytes` for `dir`; false if the queue is full (the caller drops and counts them).
     pub(crate) fn write(&self, dir: &Path, bytes: Vec<u8>, pending: Arc<AtomicUsize>) -> bool {
         let len = bytes.len();
         pending.fetch_add(len, Ordering::Relaxed);
-        match self.tx.try_send(Job::Write {
-            dir: dir.to_path_buf(),
-            bytes,
-            pending,
-        }) {
+        match self.tx.try_send(Job::Write { dir: dir.to_path_buf(), bytes, pending }) {
             Ok(()) => true,
             Err(
-                TrySendError::Full(Job::Write { pending, .. })
-                | TrySendError::Disconnected(Job::Write { pending, .. }),
+                TrySendError::Full(Job::Write { pending, .. }) | TrySendError::Disconnected(Job::Write { pending, .. }),
             ) => {
                 pending.fetch_sub(len, Ordering::Relaxed);
                 false
@@ -84,9 +61,7 @@ impl LogWriter {
     }
 
     pub(crate) fn close(&self, dir: &Path) {
-        let _ = self.tx.send(Job::Close {
-            dir: dir.to_path_buf(),
-        });
+        let _ = self.tx.send(Job::Close { dir: dir.to_path_buf() });
     }
 
     /// Waits until everything queued before this call is written.
@@ -109,25 +84,12 @@ fn run(rx: Receiver<Job>) {
     let mut sinks: HashMap<PathBuf, Sink> = HashMap::new();
     while let Ok(job) = rx.recv() {
         match job {
-            Job::Configure {
-                dir,
-                max_file_bytes,
-                max_files,
-            } => {
-                let sink = sinks.entry(dir).or_insert(Sink {
-                    max_file_bytes,
-                    max_files,
-                    file: None,
-                    size: 0,
-                });
+            Job::Configure { dir, max_file_bytes, max_files } => {
+                let sink = sinks.entry(dir).or_insert(Sink { max_file_bytes, max_files, file: None, size: 0 });
                 sink.max_file_bytes = max_file_bytes.max(1);
                 sink.max_files = max_files.max(1);
             }
-            Job::Write {
-                dir,
-                bytes,
-                pending,
-            } => {
+            Job::Write { dir, bytes, pending } => {
                 let len = bytes.len();
                 let sink = sinks.entry(dir.clone()).or_insert(Sink {
                     max_file_bytes: 10 << 20,
@@ -174,11 +136,7 @@ impl Sink {
     fn rotate(&mut self, dir: &Path) -> std::io::Result<()> {
         self.file = None;
         let name = |n: u32| {
-            if n == 0 {
-                dir.join(CURRENT)
-            } else {
-                dir.join(format!("{CURRENT}.{n}"))
-            }
+            if n == 0 { dir.join(CURRENT) } else { dir.join(format!("{CURRENT}.{n}")) }
         };
         let keep = self.max_files.saturating_sub(1);
         let _ = std::fs::remove_file(name(keep.max(1)));

@@ -9,21 +9,14 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 /// this lock from fork until the pid is registered, and the reaper holds it while it reaps.
 pub(crate) fn spawned() -> MutexGuard<'static, HashSet<u32>> {
     static SPAWNED: OnceLock<Mutex<HashSet<u32>>> = OnceLock::new();
-    SPAWNED
-        .get_or_init(|| Mutex::new(HashSet::new()))
-        .lock()
-        .unwrap_or_else(|poison| poison.into_inner())
+    SPAWNED.get_or_init(|| Mutex::new(HashSet::new())).lock().unwrap_or_else(|poison| poison.into_inner())
 }
 
 /// Makes this process a child subreaper: orphaned descendants are re-parented to it, not to init.
 pub fn become_subreaper() -> std::io::Result<()> {
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes plain integers and touches no memory of ours.
     let res = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) };
-    if res == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    if res == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 
 /// Spawns the task that reaps orphans whenever a child-state signal arrives.

@@ -16,21 +16,12 @@ pub(crate) const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// Default open-files limit of a hosted process.
 const DEFAULT_NOFILE: u64 = 4096;
 
-pub(super) fn launch(
-    spec: &ServerSpec,
-    generation: u64,
-    table: &Arc<ProcTable>,
-) -> Result<Incarnation, SpawnError> {
+pub(super) fn launch(spec: &ServerSpec, generation: u64, table: &Arc<ProcTable>) -> Result<Incarnation, SpawnError> {
     let program = resolve_program(spec)?;
     if !spec.working_dir.is_dir() {
-        return Err(SpawnError::NoWorkingDir(
-            spec.working_dir.display().to_string(),
-        ));
+        return Err(SpawnError::NoWorkingDir(spec.working_dir.display().to_string()));
     }
-    #[allow(
-        clippy::disallowed_methods,
-        reason = "this module is the one door for processes"
-    )]
+    #[allow(clippy::disallowed_methods, reason = "this module is the one door for processes")]
     let mut cmd = tokio::process::Command::new(&program);
     cmd.arg0(&spec.command[0])
         .args(&spec.command[1..])
@@ -50,10 +41,7 @@ pub(super) fn launch(
     let mut child = {
         // Hold the registry from fork until the pid is registered, so the reaper never takes it.
         let mut owned = reaper::spawned();
-        let child = cmd.spawn().map_err(|source| SpawnError::Io {
-            program: spec.command[0].clone(),
-            source,
-        })?;
+        let child = cmd.spawn().map_err(|source| SpawnError::Io { program: spec.command[0].clone(), source })?;
         if let Some(pid) = child.id() {
             owned.insert(pid);
         }
@@ -91,14 +79,7 @@ pub(super) fn launch(
             }
         }
     });
-    Ok(Incarnation {
-        pid,
-        exit,
-        stdin,
-        stdout,
-        log_pipes,
-        control: tree,
-    })
+    Ok(Incarnation { pid, exit, stdin, stdout, log_pipes, control: tree })
 }
 
 fn exit_kind(status: std::process::ExitStatus) -> policy::ExitKind {
@@ -120,39 +101,24 @@ fn resolve_program(spec: &ServerSpec) -> Result<PathBuf, SpawnError> {
         return if is_executable(&path) {
             Ok(path)
         } else {
-            Err(SpawnError::NotFound {
-                program: program.clone(),
-                searched: spec.working_dir.display().to_string(),
-            })
+            Err(SpawnError::NotFound { program: program.clone(), searched: spec.working_dir.display().to_string() })
         };
     }
-    let search = spec
-        .env
-        .iter()
-        .find(|(k, _)| k == "PATH")
-        .map_or(DEFAULT_PATH, |(_, v)| v.as_str());
+    let search = spec.env.iter().find(|(k, _)| k == "PATH").map_or(DEFAULT_PATH, |(_, v)| v.as_str());
     for dir in search.split(':').filter(|d| !d.is_empty()) {
         let dir = Path::new(dir);
-        let dir = if dir.is_absolute() {
-            dir.to_path_buf()
-        } else {
-            spec.working_dir.join(dir)
-        };
+        let dir = if dir.is_absolute() { dir.to_path_buf() } else { spec.working_dir.join(dir) };
         let candidate = dir.join(program);
         if is_executable(&candidate) {
             return Ok(candidate);
         }
     }
-    Err(SpawnError::NotFound {
-        program: program.clone(),
-        searched: search.to_owned(),
-    })
+    Err(SpawnError::NotFound { program: program.clone(), searched: search.to_owned() })
 }
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// Everything the child applies to itself between fork and exec, computed before the fork.
@@ -169,11 +135,7 @@ impl PreExecLimits {
         // means something for a server running under a uid of its own (the sandbox issue).
         // SAFETY: geteuid has no preconditions.
         let is_root = unsafe { libc::geteuid() } == 0;
-        let nproc = if is_root {
-            None
-        } else {
-            spec.limits.max_processes.map(u64::from)
-        };
+        let nproc = if is_root { None } else { spec.limits.max_processes.map(u64::from) };
         PreExecLimits {
             parent: std::process::id() as libc::pid_t,
             nofile: spec.limits.max_open_files.unwrap_or(DEFAULT_NOFILE),
@@ -184,42 +146,20 @@ impl PreExecLimits {
     /// Runs in the child: only async-signal-safe calls.
     fn apply(&self) -> std::io::Result<()> {
         fn check(res: libc::c_int) -> std::io::Result<()> {
-            if res == -1 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(())
-            }
+            if res == -1 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
         }
         // SAFETY: plain system calls on integers; no memory of the parent is touched.
         unsafe {
             // Own session and process group, no controlling terminal.
             check(libc::setsid())?;
             // Die with hivehost; if it already died between fork and here, give up now.
-            check(libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ))?;
+            check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0))?;
             if libc::getppid() != self.parent {
                 return Err(std::io::Error::other("hivehost exited during spawn"));
             }
             // Orphans inside the tree stay linked to the server while it lives.
-            check(libc::prctl(
-                libc::PR_SET_CHILD_SUBREAPER,
-                1 as libc::c_ulong,
-                0,
-                0,
-                0,
-            ))?;
-            check(libc::prctl(
-                libc::PR_SET_NO_NEW_PRIVS,
-                1 as libc::c_ulong,
-                0,
-                0,
-                0,
-            ))?;
+            check(libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0))?;
+            check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0))?;
         }
         // No core dumps: they would leak memory contents to disk and cost time.
         rlimit::setrlimit(rlimit::Resource::CORE, 0, 0)?;

@@ -43,19 +43,9 @@ struct Inner {
 
 impl ProcTable {
     pub(crate) fn new() -> ProcTable {
-        let empty = Arc::new(Snapshot {
-            taken: Instant::now(),
-            procs: HashMap::new(),
-        });
-        let system = System::new()
-            .map_err(|err| tracing::error!(error = %err, "cannot read the process table"))
-            .ok();
-        ProcTable {
-            inner: Mutex::new(Inner {
-                system,
-                latest: empty,
-            }),
-        }
+        let empty = Arc::new(Snapshot { taken: Instant::now(), procs: HashMap::new() });
+        let system = System::new().map_err(|err| tracing::error!(error = %err, "cannot read the process table")).ok();
+        ProcTable { inner: Mutex::new(Inner { system, latest: empty }) }
     }
 
     /// A snapshot whose refresh began at or after `not_before`.

@@ -30,12 +30,7 @@ pub(crate) struct Tree {
 
 impl Tree {
     pub(crate) fn new(root: u32, table: Arc<ProcTable>) -> Tree {
-        Tree {
-            root,
-            table,
-            tracked: Mutex::new(HashMap::new()),
-            root_reaped: AtomicBool::new(false),
-        }
+        Tree { root, table, tracked: Mutex::new(HashMap::new()), root_reaped: AtomicBool::new(false) }
     }
 
     /// Records that the root has been reaped.
@@ -52,23 +47,11 @@ impl Tree {
 
     /// The live members in `snap`; remembers them for later snapshots.
     fn members(&self, snap: &Snapshot) -> Vec<u32> {
-        let mut tracked = self
-            .tracked
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        tracked.retain(|pid, start| {
-            snap.procs
-                .get(pid)
-                .is_some_and(|p| p.start_time == *start && !p.zombie)
-        });
+        let mut tracked = self.tracked.lock().unwrap_or_else(|poison| poison.into_inner());
+        tracked.retain(|pid, start| snap.procs.get(pid).is_some_and(|p| p.start_time == *start && !p.zombie));
         let mut seeds: Vec<u32> = tracked.keys().copied().collect();
         seeds.push(self.root);
-        seeds.extend(
-            snap.procs
-                .iter()
-                .filter(|(_, p)| p.sid == self.root && !p.zombie)
-                .map(|(pid, _)| *pid),
-        );
+        seeds.extend(snap.procs.iter().filter(|(_, p)| p.sid == self.root && !p.zombie).map(|(pid, _)| *pid));
         let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
         for (pid, info) in &snap.procs {
             children.entry(info.ppid).or_default().push(*pid);
@@ -118,11 +101,7 @@ impl Tree {
         loop {
             rounds += 1;
             let snap = self.snapshot().await;
-            let fresh: Vec<u32> = self
-                .members(&snap)
-                .into_iter()
-                .filter(|pid| !stopped.contains(pid))
-                .collect();
+            let fresh: Vec<u32> = self.members(&snap).into_iter().filter(|pid| !stopped.contains(pid)).collect();
             if fresh.is_empty() || rounds >= MAX_KILL_ROUNDS {
                 break;
             }
@@ -155,10 +134,7 @@ impl Tree {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        KillReport {
-            killed: stopped.len(),
-            survivors,
-        }
+        KillReport { killed: stopped.len(), survivors }
     }
 
     async fn usage_now(&self) -> Option<Usage> {
@@ -190,10 +166,7 @@ impl TreeControl for Tree {
 
     fn kill_now(&self) {
         self.signal_group(libc::SIGKILL);
-        let tracked = self
-            .tracked
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
+        let tracked = self.tracked.lock().unwrap_or_else(|poison| poison.into_inner());
         for pid in tracked.keys() {
             signal(*pid, libc::SIGKILL);
         }

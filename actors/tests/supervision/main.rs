@@ -23,17 +23,10 @@ async fn crash_loop_restarts_exactly_per_policy_then_fails() {
     sup.start("crasher").await.unwrap();
     wait_state(&mut events, "crasher", ServerState::Failed).await;
     let status = sup.status("crasher").await.unwrap();
-    assert_eq!(
-        status.restarts, 3,
-        "three restarts, then give up at the fourth failure"
-    );
+    assert_eq!(status.restarts, 3, "three restarts, then give up at the fourth failure");
     assert_eq!(status.last_exit.unwrap().kind, policy::ExitKind::Code(3));
     let lines = sup.logs("crasher", 10).await.unwrap();
-    assert_eq!(
-        lines.iter().filter(|l| l.text == "boom").count(),
-        4,
-        "one line per incarnation: {lines:?}"
-    );
+    assert_eq!(lines.iter().filter(|l| l.text == "boom").count(), 4, "one line per incarnation: {lines:?}");
     // Failed is absorbing: nothing happens until an explicit start.
     let quiet = tokio::time::timeout(Duration::from_millis(200), events.recv()).await;
     assert!(quiet.is_err(), "no event after giving up: {quiet:?}");
@@ -45,9 +38,7 @@ async fn healthy_server_stays_up_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let sup = supervisor().await;
     let mut events = sup.subscribe();
-    sup.add(sh_spec("steady", dir.path(), "echo up >&2; exec sleep 600"))
-        .await
-        .unwrap();
+    sup.add(sh_spec("steady", dir.path(), "echo up >&2; exec sleep 600")).await.unwrap();
     sup.start("steady").await.unwrap();
     wait_state(&mut events, "steady", ServerState::Running).await;
     let pid = sup.status("steady").await.unwrap().pid.expect("a pid");
@@ -56,19 +47,10 @@ async fn healthy_server_stays_up_and_stops_cleanly() {
     assert_eq!(status.state, ServerState::Stopped);
     assert!(!alive(pid), "the process is gone once stop returns");
     assert_eq!(status.restarts, 0);
-    let exit = wait_event(&mut events, "steady", |k| {
-        matches!(k, EventKind::Exited { .. })
-    })
-    .await;
+    let exit = wait_event(&mut events, "steady", |k| matches!(k, EventKind::Exited { .. })).await;
     assert!(matches!(
         exit.kind,
-        EventKind::Exited {
-            exit: actors::Exit {
-                kind: policy::ExitKind::Signal(15),
-                ..
-            },
-            ..
-        }
+        EventKind::Exited { exit: actors::Exit { kind: policy::ExitKind::Signal(15), .. }, .. }
     ));
     sup.shutdown().await.unwrap();
 }
@@ -92,17 +74,8 @@ async fn stable_runs_reset_the_backoff_streak() {
     sup.add(spec).await.unwrap();
     sup.start("stable").await.unwrap();
     for _ in 0..3 {
-        let event = wait_event(&mut events, "stable", |k| {
-            matches!(k, EventKind::RestartScheduled { .. })
-        })
-        .await;
-        assert_eq!(
-            event.kind,
-            EventKind::RestartScheduled {
-                delay_ms: 20,
-                attempt: 1
-            }
-        );
+        let event = wait_event(&mut events, "stable", |k| matches!(k, EventKind::RestartScheduled { .. })).await;
+        assert_eq!(event.kind, EventKind::RestartScheduled { delay_ms: 20, attempt: 1 });
     }
     sup.shutdown().await.unwrap();
 }
@@ -125,14 +98,8 @@ async fn short_runs_grow_the_backoff_streak() {
     sup.add(spec).await.unwrap();
     sup.start("flappy").await.unwrap();
     for (delay_ms, attempt) in [(5, 1), (10, 2), (20, 3)] {
-        let event = wait_event(&mut events, "flappy", |k| {
-            matches!(k, EventKind::RestartScheduled { .. })
-        })
-        .await;
-        assert_eq!(
-            event.kind,
-            EventKind::RestartScheduled { delay_ms, attempt }
-        );
+        let event = wait_event(&mut events, "flappy", |k| matches!(k, EventKind::RestartScheduled { .. })).await;
+        assert_eq!(event.kind, EventKind::RestartScheduled { delay_ms, attempt });
     }
     sup.shutdown().await.unwrap();
 }
@@ -142,11 +109,7 @@ async fn server_ignoring_sigterm_is_killed_after_the_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let sup = supervisor().await;
     let mut events = sup.subscribe();
-    let mut spec = sh_spec(
-        "stubborn",
-        dir.path(),
-        "trap '' TERM; echo ready >&2; while :; do sleep 0.05; done",
-    );
+    let mut spec = sh_spec("stubborn", dir.path(), "trap '' TERM; echo ready >&2; while :; do sleep 0.05; done");
     spec.shutdown_timeout = Duration::from_millis(500);
     sup.add(spec).await.unwrap();
     sup.start("stubborn").await.unwrap();
@@ -156,10 +119,7 @@ async fn server_ignoring_sigterm_is_killed_after_the_timeout() {
     let began = std::time::Instant::now();
     let status = sup.stop("stubborn").await.unwrap();
     let took = began.elapsed();
-    assert!(
-        took >= Duration::from_millis(500),
-        "it had its grace period: {took:?}"
-    );
+    assert!(took >= Duration::from_millis(500), "it had its grace period: {took:?}");
     assert!(!alive(pid), "killed");
     assert_eq!(status.state, ServerState::Stopped);
     assert_eq!(status.last_exit.unwrap().kind, policy::ExitKind::Signal(9));
@@ -180,23 +140,13 @@ async fn stop_kills_daemons_that_double_forked_and_called_setsid() {
     let marker = format!("HIVEHOST_TEST_MARK=stop-{}", std::process::id());
     let mut spec = sh_spec("daemonizer", dir.path(), DAEMONIZER);
     spec.shutdown_timeout = Duration::from_millis(300);
-    spec.env.push((
-        "HIVEHOST_TEST_MARK".into(),
-        marker["HIVEHOST_TEST_MARK=".len()..].into(),
-    ));
+    spec.env.push(("HIVEHOST_TEST_MARK".into(), marker["HIVEHOST_TEST_MARK=".len()..].into()));
     sup.add(spec).await.unwrap();
     sup.start("daemonizer").await.unwrap();
     wait_log(&sup, "daemonizer", "daemons-started").await;
-    wait_until("three marked processes run", || {
-        pids_with_env(&marker).len() >= 3
-    })
-    .await;
+    wait_until("three marked processes run", || pids_with_env(&marker).len() >= 3).await;
     sup.stop("daemonizer").await.unwrap();
-    assert_eq!(
-        pids_with_env(&marker),
-        Vec::<u32>::new(),
-        "nothing of the tree survives stop"
-    );
+    assert_eq!(pids_with_env(&marker), Vec::<u32>::new(), "nothing of the tree survives stop");
     sup.shutdown().await.unwrap();
 }
 
@@ -207,27 +157,14 @@ async fn delete_kills_daemons_that_double_forked_and_called_setsid() {
     let marker = format!("HIVEHOST_TEST_MARK=delete-{}", std::process::id());
     let mut spec = sh_spec("daemonizer", dir.path(), DAEMONIZER);
     spec.shutdown_timeout = Duration::from_millis(300);
-    spec.env.push((
-        "HIVEHOST_TEST_MARK".into(),
-        marker["HIVEHOST_TEST_MARK=".len()..].into(),
-    ));
+    spec.env.push(("HIVEHOST_TEST_MARK".into(), marker["HIVEHOST_TEST_MARK=".len()..].into()));
     sup.add(spec).await.unwrap();
     sup.start("daemonizer").await.unwrap();
     wait_log(&sup, "daemonizer", "daemons-started").await;
-    wait_until("three marked processes run", || {
-        pids_with_env(&marker).len() >= 3
-    })
-    .await;
+    wait_until("three marked processes run", || pids_with_env(&marker).len() >= 3).await;
     sup.delete("daemonizer").await.unwrap();
-    assert_eq!(
-        pids_with_env(&marker),
-        Vec::<u32>::new(),
-        "nothing of the tree survives delete"
-    );
-    assert!(matches!(
-        sup.status("daemonizer").await,
-        Err(actors::ActorsError::NotFound(_))
-    ));
+    assert_eq!(pids_with_env(&marker), Vec::<u32>::new(), "nothing of the tree survives delete");
+    assert!(matches!(sup.status("daemonizer").await, Err(actors::ActorsError::NotFound(_))));
     sup.shutdown().await.unwrap();
 }
 
@@ -237,38 +174,20 @@ async fn log_flood_is_drained_bounded_and_rotated() {
     let sup = supervisor().await;
     let mut events = sup.subscribe();
     // 1,000,000 lines of 100 bytes: 100 MB on stderr, as fast as Python can write them.
-    let script = "import sys\nline = b'x' * 99 + b'\\n'\nw = sys.stderr.buffer.write\nfor _ in range(1_000_000):\n    w(line)\n";
+    let script =
+        "import sys\nline = b'x' * 99 + b'\\n'\nw = sys.stderr.buffer.write\nfor _ in range(1_000_000):\n    w(line)\n";
     let mut spec = sh_spec("flood", dir.path(), "");
     spec.command = vec!["python3".into(), "-c".into(), script.into()];
     spec.logs.ring_lines = 100;
     spec.logs.max_file_bytes = 10 << 20;
     spec.logs.max_files = 5;
-    spec.policy = policy(policy::PolicyConfig {
-        mode: policy::RestartMode::Never,
-        ..Default::default()
-    });
+    spec.policy = policy(policy::PolicyConfig { mode: policy::RestartMode::Never, ..Default::default() });
     sup.add(spec).await.unwrap();
     sup.start("flood").await.unwrap();
-    let exit = wait_event(&mut events, "flood", |k| {
-        matches!(k, EventKind::Exited { .. })
-    })
-    .await;
-    assert!(matches!(
-        exit.kind,
-        EventKind::Exited {
-            exit: actors::Exit {
-                kind: policy::ExitKind::Code(0),
-                ..
-            },
-            ..
-        }
-    ));
+    let exit = wait_event(&mut events, "flood", |k| matches!(k, EventKind::Exited { .. })).await;
+    assert!(matches!(exit.kind, EventKind::Exited { exit: actors::Exit { kind: policy::ExitKind::Code(0), .. }, .. }));
     let status = sup.status("flood").await.unwrap();
-    assert_eq!(
-        status.logs.lines, 1_000_000,
-        "every line was read: {:?}",
-        status.logs
-    );
+    assert_eq!(status.logs.lines, 1_000_000, "every line was read: {:?}", status.logs);
     let tail = sup.logs("flood", 1000).await.unwrap();
     assert_eq!(tail.len(), 100, "the ring holds ring_lines lines");
     assert!(tail.iter().all(|l| l.text.len() == 99));
@@ -277,20 +196,8 @@ async fn log_flood_is_drained_bounded_and_rotated() {
     let log_dir = dir.path().join("logs").join("flood");
     let mut files: Vec<_> = std::fs::read_dir(&log_dir).unwrap().flatten().collect();
     files.sort_by_key(|f| f.file_name());
-    let names: Vec<String> = files
-        .iter()
-        .map(|f| f.file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(
-        names,
-        [
-            "current.log",
-            "current.log.1",
-            "current.log.2",
-            "current.log.3",
-            "current.log.4"
-        ]
-    );
+    let names: Vec<String> = files.iter().map(|f| f.file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, ["current.log", "current.log.1", "current.log.2", "current.log.3", "current.log.4"]);
     let mut on_disk_lines = 0u64;
     for file in &files {
         let len = file.metadata().unwrap().len();
@@ -298,10 +205,7 @@ async fn log_flood_is_drained_bounded_and_rotated() {
         on_disk_lines += len / 100;
     }
     // What is on disk plus what rotated away plus what was dropped is everything.
-    assert!(
-        on_disk_lines >= 400_000,
-        "the last files are full: {on_disk_lines} lines"
-    );
+    assert!(on_disk_lines >= 400_000, "the last files are full: {on_disk_lines} lines");
 }
 
 /// A one-route HTTP server on 127.0.0.1:0 answering 200 to the first `healthy_for` requests, then 503.
@@ -318,13 +222,8 @@ async fn flaky_health_endpoint(healthy_for: usize) -> (String, tokio::task::Join
             let mut buf = [0u8; 1024];
             let _ = stream.read(&mut buf).await;
             served += 1;
-            let status = if served <= healthy_for {
-                "200 OK"
-            } else {
-                "503 Service Unavailable"
-            };
-            let reply =
-                format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let status = if served <= healthy_for { "200 OK" } else { "503 Service Unavailable" };
+            let reply = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
             let _ = stream.write_all(reply.as_bytes()).await;
         }
     });
@@ -344,29 +243,17 @@ async fn failing_health_checks_make_it_unhealthy_then_restart_it() {
         timeout: Duration::from_millis(500),
         failures_before_restart: 3,
     });
-    spec.policy = policy(policy::PolicyConfig {
-        restart_delay_ms: 10,
-        ..Default::default()
-    });
+    spec.policy = policy(policy::PolicyConfig { restart_delay_ms: 10, ..Default::default() });
     spec.shutdown_timeout = Duration::from_millis(500);
     sup.add(spec).await.unwrap();
     sup.start("sickly").await.unwrap();
     wait_state(&mut events, "sickly", ServerState::Running).await;
     let pid = sup.status("sickly").await.unwrap().pid.unwrap();
     wait_state(&mut events, "sickly", ServerState::Unhealthy).await;
-    let exit = wait_event(&mut events, "sickly", |k| {
-        matches!(k, EventKind::Exited { .. })
-    })
-    .await;
+    let exit = wait_event(&mut events, "sickly", |k| matches!(k, EventKind::Exited { .. })).await;
     assert!(matches!(
         exit.kind,
-        EventKind::Exited {
-            exit: actors::Exit {
-                kind: policy::ExitKind::HealthCheck,
-                ..
-            },
-            ..
-        }
+        EventKind::Exited { exit: actors::Exit { kind: policy::ExitKind::HealthCheck, .. }, .. }
     ));
     assert!(!alive(pid), "the unhealthy incarnation is gone");
     wait_state(&mut events, "sickly", ServerState::Backoff).await;
@@ -386,45 +273,24 @@ async fn memory_hog_is_killed_and_an_incident_recorded() {
     spec.command = vec![
         "python3".into(),
         "-c".into(),
-        "import time\nb = b'x' * (200 << 20)\nprint('allocated', flush=True)\ntime.sleep(600)\n"
-            .into(),
+        "import time\nb = b'x' * (200 << 20)\nprint('allocated', flush=True)\ntime.sleep(600)\n".into(),
     ];
     spec.transport = actors::Transport::Http { port: 1 };
     spec.limits.memory_mb = Some(64);
     spec.metrics_interval = Duration::from_millis(100);
-    spec.policy = policy(policy::PolicyConfig {
-        max_restarts: 0,
-        ..Default::default()
-    });
+    spec.policy = policy(policy::PolicyConfig { max_restarts: 0, ..Default::default() });
     sup.add(spec).await.unwrap();
     sup.start("hog").await.unwrap();
-    let incident = wait_event(&mut events, "hog", |k| {
-        matches!(k, EventKind::Incident { .. })
-    })
-    .await;
-    let EventKind::Incident { message } = incident.kind else {
-        unreachable!()
-    };
+    let incident = wait_event(&mut events, "hog", |k| matches!(k, EventKind::Incident { .. })).await;
+    let EventKind::Incident { message } = incident.kind else { unreachable!() };
     assert!(message.contains("memory limit exceeded"), "{message}");
-    let exit = wait_event(&mut events, "hog", |k| {
-        matches!(k, EventKind::Exited { .. })
-    })
-    .await;
+    let exit = wait_event(&mut events, "hog", |k| matches!(k, EventKind::Exited { .. })).await;
     assert!(matches!(
         exit.kind,
-        EventKind::Exited {
-            exit: actors::Exit {
-                kind: policy::ExitKind::MemoryLimit,
-                ..
-            },
-            ..
-        }
+        EventKind::Exited { exit: actors::Exit { kind: policy::ExitKind::MemoryLimit, .. }, .. }
     ));
     wait_state(&mut events, "hog", ServerState::Failed).await;
     let samples = sup.metrics("hog").await.unwrap();
-    assert!(
-        samples.iter().any(|s| s.rss_bytes > 64 << 20),
-        "the sample that tripped the limit is kept"
-    );
+    assert!(samples.iter().any(|s| s.rss_bytes > 64 << 20), "the sample that tripped the limit is kept");
     sup.shutdown().await.unwrap();
 }

@@ -3,18 +3,14 @@
 use std::path::Path;
 use std::time::Duration;
 
-use actors::{
-    Event, EventKind, LogSpec, ServerSpec, ServerState, SupervisorConfig, SupervisorHandle,
-};
+use actors::{Event, EventKind, LogSpec, ServerSpec, ServerState, SupervisorConfig, SupervisorHandle};
 use tokio::sync::broadcast;
 
 /// The longest any single wait in these tests may take before the test fails.
 pub(crate) const DEADLINE: Duration = Duration::from_secs(30);
 
 pub(crate) async fn supervisor() -> SupervisorHandle {
-    SupervisorHandle::spawn(SupervisorConfig::default())
-        .await
-        .expect("supervisor starts")
+    SupervisorHandle::spawn(SupervisorConfig::default()).await.expect("supervisor starts")
 }
 
 /// A spec running `script` with /bin/sh in `dir`, with a fast fixed restart policy.
@@ -63,17 +59,8 @@ pub(crate) async fn wait_event(
 }
 
 /// Waits until `id` enters `state`.
-pub(crate) async fn wait_state(
-    events: &mut broadcast::Receiver<Event>,
-    id: &str,
-    state: ServerState,
-) -> Event {
-    wait_event(
-        events,
-        id,
-        |k| matches!(k, EventKind::StateChanged { to, .. } if *to == state),
-    )
-    .await
+pub(crate) async fn wait_state(events: &mut broadcast::Receiver<Event>, id: &str, state: ServerState) -> Event {
+    wait_event(events, id, |k| matches!(k, EventKind::StateChanged { to, .. } if *to == state)).await
 }
 
 /// Waits until a log line of `id` equals `text`.
@@ -84,10 +71,7 @@ pub(crate) async fn wait_log(sup: &SupervisorHandle, id: &str, text: &str) {
         if lines.iter().any(|l| l.text == text) {
             return;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{id} never logged {text:?}; last lines: {lines:?}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "{id} never logged {text:?}; last lines: {lines:?}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -96,10 +80,7 @@ pub(crate) async fn wait_log(sup: &SupervisorHandle, id: &str, text: &str) {
 pub(crate) async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -107,9 +88,7 @@ pub(crate) async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 /// Whether a process with this pid exists and is not a zombie.
 pub(crate) fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rfind(')')
-            .is_some_and(|at| !stat[at + 1..].trim_start().starts_with(['Z', 'X'])),
+        Ok(stat) => stat.rfind(')').is_some_and(|at| !stat[at + 1..].trim_start().starts_with(['Z', 'X'])),
         Err(_) => false,
     }
 }
@@ -121,21 +100,13 @@ pub(crate) fn pids_with_env(marker: &str) -> Vec<u32> {
         return found;
     };
     for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
             continue;
         };
         let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
             continue;
         };
-        if environ
-            .split(|b| *b == 0)
-            .any(|var| var == marker.as_bytes())
-            && alive(pid)
-        {
+        if environ.split(|b| *b == 0).any(|var| var == marker.as_bytes()) && alive(pid) {
             found.push(pid);
         }
     }
