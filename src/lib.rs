@@ -1,1 +1,73 @@
-//! hivehost library.
+//! hivehost: hosts MCP servers the way OTP hosts processes.
+//!
+//! This crate is the composition root: it reads files, installs logging, handles signals, turns
+//! `config` types into `actors` specs, and wires the frontends to the supervision tree. The entry
+//! point [`run`] takes its listener and shutdown signal as arguments, so tests start a real platform
+//! on port 0.
+
+pub mod app;
+pub mod cli;
+pub mod servers;
+pub mod shutdown;
+pub mod telemetry;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+pub use app::App;
+
+/// How a `run` ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// Shut down on request; every hosted process is gone.
+    Shutdown,
+    /// The supervision tree gave up; the caller should exit non-zero so an outer supervisor takes over.
+    Meltdown(String),
+}
+
+/// Runs the platform until `shutdown` resolves or the supervision tree gives up.
+///
+/// `listener` serves the HTTP side when given. On return every hosted process has been stopped.
+pub async fn run(
+    config: config::HostConfig,
+    listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<Ended> {
+    let app = Arc::new(App::start(config).await.context("starting the supervision tree")?);
+    app.load_servers().await;
+    let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
+    let http = match listener {
+        Some(listener) => {
+            let router = dashboard::router(app.clone() as Arc<dyn dashboard::Backend>);
+            let mut stopped = http_stopped.clone();
+            Some(tokio::spawn(async move {
+                let graceful = async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                };
+                if let Err(err) = axum::serve(listener, router).with_graceful_shutdown(graceful).await {
+                    tracing::error!(error = %err, "the HTTP server failed");
+                }
+            }))
+        }
+        None => None,
+    };
+    let ended = tokio::select! {
+        () = shutdown => {
+            tracing::info!("shutting down: stopping every server");
+            app.shutdown().await;
+            Ended::Shutdown
+        }
+        exit = app.supervisor().wait() => match exit {
+            actors::SupervisorExit::Shutdown => Ended::Shutdown,
+            actors::SupervisorExit::Meltdown(why) => Ended::Meltdown(why),
+        },
+    };
+    let _ = stop_http.send(true);
+    if let Some(http) = http {
+        let _ = http.await;
+    }
+    Ok(ended)
+}

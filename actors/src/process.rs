@@ -20,6 +20,7 @@ use tokio::io::AsyncRead;
 
 pub use reaper::become_subreaper;
 pub(crate) use reaper::spawn_reaper;
+pub use spawn::DEFAULT_PATH;
 pub(crate) use table::ProcTable;
 
 use crate::spec::ServerSpec;

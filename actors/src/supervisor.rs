@@ -591,6 +591,12 @@ impl SupervisorState {
         let Some(entry) = self.servers.get_mut(id) else {
             return;
         };
+        // An incarnation that ends on its own while a stop is under way was still stopped on request:
+        // the request's follow-up (start again, delete) must happen and its waiters learn the result.
+        let outcome = match outcome {
+            Outcome::Exited(kind) if entry.state == ServerState::Stopping => Outcome::Stopped(kind),
+            other => other,
+        };
         let (Outcome::Exited(kind) | Outcome::Stopped(kind)) = outcome;
         let mut exit = Exit::new(kind);
         if let Some(detail) = detail {
@@ -905,3 +911,6 @@ impl SupervisorHandle {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

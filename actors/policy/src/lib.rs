@@ -39,6 +39,10 @@
 //!   fires after an operator stop or start does nothing.
 //! - **Clock.** A `now_ms` lower than the highest value seen so far is clamped to that value.
 //!   A clock that goes backwards therefore never panics and never grants extra restarts.
+//! - **Validation.** [`RestartPolicy::new`] reports every problem at once, named by its field
+//!   in `server_config.json`. It warns (without rejecting) when the limit can never trip: when
+//!   the shortest possible delays of `max_restarts` consecutive restarts add up to at least
+//!   `restart_window_ms`, a crash loop never exhausts the budget and restarts forever.
 //! - **Arithmetic.** All arithmetic saturates; no input makes the crate panic.
 
 mod backoff;

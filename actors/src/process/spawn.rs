@@ -11,7 +11,7 @@ use crate::logs::Stream;
 use crate::spec::{ServerSpec, Transport};
 
 /// Where programs are looked up when the server's environment names no PATH.
-pub(crate) const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// Default open-files limit of a hosted process.
 const DEFAULT_NOFILE: u64 = 4096;

@@ -1,0 +1,144 @@
+//! From a server directory and its `server_config.json` to the supervisor's `ServerSpec`.
+//!
+//! The conversion is pure (files are read by the caller): it checks the id, expands `${NAME}` only
+//! from host variables the config allows, validates the restart policy, and lays out paths.
+
+use std::path::Path;
+
+use actors::{HealthSpec, Limits, LogSpec, ServerSpec, Transport};
+use config::{HostConfig, ServerConfig};
+
+/// The file in a server directory that describes the server.
+pub const SERVER_CONFIG: &str = "server_config.json";
+
+/// Checks a server id: 1 to 64 of `a-z`, `A-Z`, `0-9`, `-`, `_`, not starting with `-` or `.`.
+pub fn validate_id(id: &str) -> Result<(), String> {
+    let ok_chars = id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if id.is_empty() || id.len() > 64 || !ok_chars || id.starts_with('-') {
+        return Err(format!(
+            "invalid server id `{id}`: use 1 to 64 letters, digits, `-` or `_`, not starting with `-`"
+        ));
+    }
+    Ok(())
+}
+
+/// Everything that was wrong with one server, each problem naming its field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecErrors(pub Vec<String>);
+
+impl std::fmt::Display for SpecErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join("; "))
+    }
+}
+
+/// Builds the spec of server `id`, whose code lies in `code_dir` (absolute) and whose writable home
+/// is `home_dir` (absolute). Returns the spec and warnings, or every error.
+pub fn spec_for(
+    host: &HostConfig,
+    id: &str,
+    code_dir: &Path,
+    home_dir: &Path,
+    cfg: &ServerConfig,
+    host_env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(ServerSpec, Vec<String>), SpecErrors> {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    if let Err(err) = validate_id(id) {
+        errors.push(err);
+    }
+    let allowed = |name: &str| {
+        if host.env_allowlist.iter().any(|allowed| allowed == name) { host_env(name) } else { None }
+    };
+    // A cleared environment plus the few variables every program expects; the server's own win.
+    let mut env: Vec<(String, String)> = vec![
+        ("PATH".into(), actors::process::DEFAULT_PATH.into()),
+        ("HOME".into(), home_dir.display().to_string()),
+        ("LANG".into(), "C.UTF-8".into()),
+    ];
+    for (name, value) in &cfg.environment {
+        match config::expand_vars(value, &allowed) {
+            Ok(value) => {
+                env.retain(|(k, _)| k != name);
+                env.push((name.clone(), value));
+            }
+            Err(err) => errors.push(format!("environment.{name}: {err}")),
+        }
+    }
+    let restart = &cfg.restart;
+    let policy_cfg = policy::PolicyConfig {
+        mode: match restart.effective_mode() {
+            config::RestartMode::Never => policy::RestartMode::Never,
+            config::RestartMode::OnFailure => policy::RestartMode::OnFailure,
+            config::RestartMode::Always => policy::RestartMode::Always,
+        },
+        max_restarts: restart.max_restarts,
+        restart_window_ms: millis(restart.restart_window),
+        restart_delay_ms: millis(restart.restart_delay),
+        backoff: match restart.effective_backoff() {
+            config::Backoff::Fixed => policy::Backoff::Fixed,
+            config::Backoff::Exponential => policy::Backoff::Exponential,
+        },
+        backoff_multiplier: restart.backoff_multiplier,
+        max_restart_delay_ms: millis(restart.max_restart_delay),
+        jitter: restart.jitter,
+        reset_after_ms: millis(restart.reset_after),
+    };
+    let policy = match policy::RestartPolicy::new(policy_cfg) {
+        Ok((policy, policy_warnings)) => {
+            warnings.extend(policy_warnings.iter().map(ToString::to_string));
+            Some(policy)
+        }
+        Err(invalid) => {
+            errors.extend(invalid.problems.iter().map(ToString::to_string));
+            None
+        }
+    };
+    let working_dir = match &cfg.working_dir {
+        Some(sub) => code_dir.join(sub),
+        None => code_dir.to_path_buf(),
+    };
+    let (Some(policy), true) = (policy, errors.is_empty()) else { return Err(SpecErrors(errors)) };
+    let logs = LogSpec {
+        dir: host.logs_dir.join(id),
+        ring_lines: host.logs.ring_lines,
+        max_line_bytes: host.logs.max_line_bytes,
+        max_file_bytes: host.logs.max_file_bytes,
+        max_files: host.logs.max_files,
+    };
+    let mut spec = ServerSpec::new(id, cfg.command.clone(), working_dir, logs);
+    spec.name = cfg.name.clone();
+    spec.env = env;
+    spec.transport = match cfg.transport {
+        config::Transport::Stdio => Transport::Stdio,
+        config::Transport::Http { port } => Transport::Http { port },
+    };
+    spec.policy = policy;
+    spec.start_timeout = restart.start_timeout;
+    spec.shutdown_timeout = restart.shutdown_timeout;
+    spec.health = cfg.health.as_ref().map(|h| HealthSpec {
+        url: h.url.clone(),
+        interval: h.interval,
+        timeout: h.timeout,
+        failures_before_restart: h.failures_before_restart,
+    });
+    spec.limits = Limits {
+        memory_mb: cfg.resource_limits.memory_mb,
+        cpu_percent: cfg.resource_limits.cpu_percent,
+        max_processes: cfg.resource_limits.max_processes,
+        max_open_files: cfg.resource_limits.max_open_files,
+    };
+    spec.metrics_interval = host.metrics_interval;
+    spec.metrics_history = host.metrics_history;
+    if cfg.resource_limits.cpu_percent.is_some() {
+        warnings.push("resource_limits.cpu_percent is recorded but not enforced until cgroups arrive".into());
+    }
+    Ok((spec, warnings))
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests;

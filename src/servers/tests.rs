@@ -1,0 +1,60 @@
+//! Tests of the spec conversion: ids, environment expansion, policy mapping and errors.
+
+use std::path::Path;
+
+use super::*;
+
+fn parse(json: &str) -> ServerConfig {
+    config::parse_server_config(json).expect("valid server config").value
+}
+
+fn build(json: &str, allow: &[&str]) -> Result<(ServerSpec, Vec<String>), SpecErrors> {
+    let mut host = HostConfig::default();
+    host.env_allowlist = allow.iter().map(|s| s.to_string()).collect();
+    let lookup = |name: &str| if name == "API_KEY" { Some("secret".to_string()) } else { None };
+    spec_for(&host, "demo", Path::new("/srv/demo"), Path::new("/state/demo"), &parse(json), &lookup)
+}
+
+#[test]
+fn seed_config_maps_to_a_fixed_on_failure_policy() {
+    let (spec, warnings) = build(
+        r#"{"name":"Demo","command":["python3","server.py"],"auto_restart":true,"max_restarts":5,"restart_delay":5}"#,
+        &[],
+    )
+    .unwrap();
+    let policy = spec.policy.config();
+    assert_eq!(policy.mode, policy::RestartMode::OnFailure);
+    assert_eq!(policy.backoff, policy::Backoff::Fixed);
+    assert_eq!((policy.max_restarts, policy.restart_delay_ms, policy.restart_window_ms), (5, 5_000, 60_000));
+    assert_eq!(spec.working_dir, Path::new("/srv/demo"));
+    assert_eq!(spec.logs.dir, Path::new("data/mcp_logs/demo"));
+    assert!(warnings.is_empty(), "{warnings:?}");
+}
+
+#[test]
+fn environment_is_cleared_and_expands_only_allowed_host_variables() {
+    let json = r#"{"name":"Demo","command":["x"],"environment":{"KEY":"${API_KEY}","MODE":"fast"}}"#;
+    let (spec, _) = build(json, &["API_KEY"]).unwrap();
+    let env: std::collections::HashMap<_, _> = spec.env.into_iter().collect();
+    assert_eq!(env["KEY"], "secret");
+    assert_eq!(env["MODE"], "fast");
+    assert_eq!(env["HOME"], "/state/demo");
+    assert_eq!(env.len(), 5, "PATH, HOME, LANG and the server's two: {env:?}");
+    let err = build(json, &[]).unwrap_err();
+    assert!(err.0[0].starts_with("environment.KEY: "), "{err}");
+    assert!(err.0[0].contains("API_KEY"), "{err}");
+}
+
+#[test]
+fn impossible_policies_are_rejected_with_their_field() {
+    let err = build(r#"{"name":"Demo","command":["x"],"restart_delay":10,"max_restart_delay":5}"#, &[]).unwrap_err();
+    assert!(err.0.iter().any(|e| e.starts_with("max_restart_delay")), "{err}");
+}
+
+#[test]
+fn ids_are_checked() {
+    assert!(validate_id("my-server_1").is_ok());
+    for bad in ["", "-x", "a/b", "..", "a b", &"x".repeat(65)] {
+        assert!(validate_id(bad).is_err(), "{bad:?}");
+    }
+}

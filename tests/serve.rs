@@ -1,0 +1,145 @@
+//! End to end: the real `hivehost serve` binary with real servers, shut down by SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Writes a config whose data lives in `dir` and whose HTTP side listens on 127.0.0.1:0.
+fn write_config(dir: &Path) -> std::path::PathBuf {
+    let config = serde_json::json!({
+        "mcp_hosting": {
+            "servers_dir": dir.join("servers"),
+            "uploads_dir": dir.join("uploads"),
+            "logs_dir": dir.join("logs"),
+            "state_dir": dir.join("state"),
+            "database": dir.join("hivehost.db"),
+            "max_servers": 100,
+            "dashboard": { "host": "127.0.0.1", "port": 0 },
+            "auth": { "token_file": dir.join("api_token") },
+            "supervisor": { "shutdown_timeout": 30 }
+        }
+    });
+    let path = dir.join("config.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    path
+}
+
+fn write_server(dir: &Path, id: &str, marker: &str) {
+    let server = dir.join("servers").join(id);
+    std::fs::create_dir_all(&server).unwrap();
+    let cfg = serde_json::json!({
+        "name": id,
+        "command": ["/bin/sh", "-c", "while :; do echo tick >&2; sleep 1; done"],
+        "environment": { "HIVEHOST_TEST_MARK": marker },
+        "autostart": true,
+        "shutdown_timeout": 5
+    });
+    std::fs::write(server.join("server_config.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+}
+
+/// Starts the binary; returns it and the address it listens on (read from its log).
+fn start_serve(dir: &Path, config: &Path) -> (Child, String) {
+    #[allow(clippy::disallowed_methods, reason = "the test starts the binary under test")]
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hivehost"));
+    let mut child = cmd
+        .args(["serve", "--config"])
+        .arg(config)
+        .current_dir(dir)
+        .env("HIVEHOST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(at) = line.find("listening on http://") {
+                let addr = line[at + "listening on http://".len()..].split_whitespace().next().unwrap_or("").to_owned();
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    let addr = rx.recv_timeout(DEADLINE).expect("serve logs its address");
+    (child, addr)
+}
+
+fn healthz(addr: &str) -> Option<serde_json::Value> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).ok()?;
+    serde_json::from_str(body.split("\r\n\r\n").nth(1)?).ok()
+}
+
+fn marked(marker: &str) -> Vec<u32> {
+    let want = format!("HIVEHOST_TEST_MARK={marker}");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map_or(true, |s| s.rfind(')').is_some_and(|at| s[at + 1..].trim_start().starts_with(['Z', 'X'])));
+        if !zombie && environ.split(|b| *b == 0).any(|var| var == want.as_bytes()) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sigterm_stops_fifty_servers_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("serve-{}", std::process::id());
+    for n in 0..50 {
+        write_server(dir.path(), &format!("server-{n:02}"), &marker);
+    }
+    let config = write_config(dir.path());
+    let (mut child, addr) = start_serve(dir.path(), &config);
+    wait_until("all 50 servers run", || healthz(&addr).is_some_and(|h| h["running"] == 50));
+    assert!(marked(&marker).len() >= 50, "every server has a process");
+    // SAFETY: kill(2) on the pid of the child this test started.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let mut status = None;
+    wait_until("hivehost exits", || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    assert_eq!(status.unwrap().code(), Some(0), "a requested shutdown exits 0");
+    assert_eq!(marked(&marker), Vec::<u32>::new(), "no hosted process is left behind");
+}
+
+#[test]
+fn invalid_config_is_reported_with_its_path_and_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.json");
+    std::fs::write(&config, r#"{"mcp_hosting": {"dashboard": {"port": "abc"}, "max_servers": 0}}"#).unwrap();
+    #[allow(clippy::disallowed_methods, reason = "the test starts the binary under test")]
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hivehost"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("mcp_hosting.dashboard.port"), "{stderr}");
+    assert!(stderr.contains("mcp_hosting.max_servers"), "{stderr}");
+}
