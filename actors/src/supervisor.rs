@@ -641,14 +641,13 @@ impl SupervisorState {
                         );
                         self.emit(id, generation, EventKind::RestartScheduled { delay_ms, attempt });
                         if self.shutting_down {
-                            return;
-                        }
-                        if delay_ms == 0 {
-                            if let Some(entry) = self.servers.get_mut(id) {
-                                if entry.history.timer_fired(generation) {
-                                    entry.next_restart = None;
-                                    self.launch(myself, id, generation, "restarting").await;
-                                }
+                            // No new incarnation during shutdown; the stopped server just waits.
+                        } else if delay_ms == 0 {
+                            if let Some(entry) = self.servers.get_mut(id)
+                                && entry.history.timer_fired(generation)
+                            {
+                                entry.next_restart = None;
+                                self.launch(myself, id, generation, "restarting").await;
                             }
                         } else {
                             let id = id.to_owned();

@@ -9,8 +9,7 @@ fn parse(json: &str) -> ServerConfig {
 }
 
 fn build(json: &str, allow: &[&str]) -> Result<(ServerSpec, Vec<String>), SpecErrors> {
-    let mut host = HostConfig::default();
-    host.env_allowlist = allow.iter().map(|s| s.to_string()).collect();
+    let host = HostConfig { env_allowlist: allow.iter().map(|s| s.to_string()).collect(), ..Default::default() };
     let lookup = |name: &str| if name == "API_KEY" { Some("secret".to_string()) } else { None };
     spec_for(&host, "demo", Path::new("/srv/demo"), Path::new("/state/demo"), &parse(json), &lookup)
 }

@@ -63,11 +63,11 @@ impl Tree {
             if !seen.insert(pid) {
                 continue;
             }
-            if let Some(info) = snap.procs.get(&pid) {
-                if !info.zombie {
-                    alive.push(pid);
-                    tracked.insert(pid, info.start_time);
-                }
+            if let Some(info) = snap.procs.get(&pid)
+                && !info.zombie
+            {
+                alive.push(pid);
+                tracked.insert(pid, info.start_time);
             }
             if let Some(kids) = children.get(&pid) {
                 stack.extend(kids.iter().copied());
