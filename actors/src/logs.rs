@@ -49,12 +49,35 @@ const MAX_PENDING_BYTES: usize = 8 << 20;
 /// Read size of the drain: large reads keep the syscall count, and so the child's wait, low.
 const READ_CHUNK: usize = 128 * 1024;
 
+/// A line as the ring keeps it: compact, since 500 servers keep hundreds of lines each.
+struct Kept {
+    at: SystemTime,
+    generation: u32,
+    stream: Stream,
+    text: Box<str>,
+}
+
+impl Kept {
+    fn to_line(&self) -> LogLine {
+        LogLine {
+            at: self.at,
+            generation: u64::from(self.generation),
+            stream: self.stream,
+            text: self.text.to_string(),
+        }
+    }
+}
+
+/// Capacity of a server's live channel; a subscriber that lags further loses lines.
+const LIVE_CAPACITY: usize = 1024;
+
 /// The shared log state of one server; it outlives incarnations.
 pub(crate) struct LogBook {
-    ring: Mutex<VecDeque<LogLine>>,
+    ring: Mutex<VecDeque<Kept>>,
     capacity: usize,
     max_line_bytes: usize,
-    live: broadcast::Sender<LogLine>,
+    /// Created at the first subscription: most servers never have a live reader.
+    live: Mutex<Option<broadcast::Sender<LogLine>>>,
     lines: AtomicU64,
     truncated: AtomicU64,
     dropped: AtomicU64,
@@ -66,13 +89,12 @@ pub(crate) struct LogBook {
 
 impl LogBook {
     pub(crate) fn new(spec: &crate::spec::LogSpec, writer: LogWriter) -> LogBook {
-        let (live, _) = broadcast::channel(1024);
         writer.configure(&spec.dir, spec.max_file_bytes, spec.max_files);
         LogBook {
-            ring: Mutex::new(VecDeque::with_capacity(spec.ring_lines.min(64))),
+            ring: Mutex::new(VecDeque::new()),
             capacity: spec.ring_lines.max(1),
             max_line_bytes: spec.max_line_bytes.max(16),
-            live,
+            live: Mutex::new(None),
             lines: AtomicU64::new(0),
             truncated: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -85,11 +107,18 @@ impl LogBook {
     /// The last `n` lines, oldest first.
     pub(crate) fn tail(&self, n: usize) -> Vec<LogLine> {
         let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
-        ring.iter().skip(ring.len().saturating_sub(n)).cloned().collect()
+        ring.iter().skip(ring.len().saturating_sub(n)).map(Kept::to_line).collect()
     }
 
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<LogLine> {
-        self.live.subscribe()
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.get_or_insert_with(|| broadcast::channel(LIVE_CAPACITY).0).subscribe()
+    }
+
+    /// The live channel, if anyone listens.
+    fn listeners(&self) -> Option<broadcast::Sender<LogLine>> {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.as_ref().filter(|tx| tx.receiver_count() > 0).cloned()
     }
 
     pub(crate) fn counters(&self) -> LogCounters {
@@ -153,24 +182,21 @@ impl LogBook {
         let n_truncated = spans.iter().filter(|(_, _, cut)| *cut).count();
         self.lines.fetch_add(n_lines as u64, Ordering::Relaxed);
         self.truncated.fetch_add(n_truncated as u64, Ordering::Relaxed);
-        let subscribers = self.live.receiver_count() > 0;
-        let keep_from = if subscribers { 0 } else { n_lines.saturating_sub(self.capacity) };
+        let listeners = self.listeners();
+        let keep_from = if listeners.is_some() { 0 } else { n_lines.saturating_sub(self.capacity) };
         let now = SystemTime::now();
-        let fresh: Vec<LogLine> = spans[keep_from..]
+        let generation = u32::try_from(generation).unwrap_or(u32::MAX);
+        let fresh: Vec<Kept> = spans[keep_from..]
             .iter()
-            .map(|(start, end, _)| LogLine {
+            .map(|(start, end, _)| Kept {
                 at: now,
                 generation,
                 stream,
-                text: String::from_utf8_lossy(&disk[*start..*end]).into_owned(),
+                text: String::from_utf8_lossy(&disk[*start..*end]).into(),
             })
             .collect();
-        if subscribers {
-            for line in &fresh {
-                // A lagging subscriber loses lines; the child is never slowed for it.
-                let _ = self.live.send(line.clone());
-            }
-        }
+        let for_listeners: Vec<LogLine> =
+            if listeners.is_some() { fresh.iter().map(Kept::to_line).collect() } else { Vec::new() };
         {
             let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
             let skip = fresh.len().saturating_sub(self.capacity);
@@ -179,6 +205,13 @@ impl LogBook {
                     ring.pop_front();
                 }
                 ring.push_back(line);
+            }
+        }
+        // After the ring: a subscriber that sees a line finds it in `tail` too.
+        if let Some(tx) = listeners {
+            for line in for_listeners {
+                // A lagging subscriber loses lines; the child is never slowed for it.
+                let _ = tx.send(line);
             }
         }
         let len = disk.len();

@@ -81,7 +81,7 @@ pub struct LogSpec {
 impl LogSpec {
     /// Settings suited to tests and examples: a small ring and small files in `dir`.
     pub fn in_dir(dir: impl Into<PathBuf>) -> LogSpec {
-        LogSpec { dir: dir.into(), ring_lines: 500, max_line_bytes: 16 * 1024, max_file_bytes: 10 << 20, max_files: 5 }
+        LogSpec { dir: dir.into(), ring_lines: 200, max_line_bytes: 16 * 1024, max_file_bytes: 10 << 20, max_files: 5 }
     }
 }
 

@@ -214,7 +214,7 @@ pub struct LogsConfig {
 
 impl Default for LogsConfig {
     fn default() -> Self {
-        Self { ring_lines: 500, max_line_bytes: 16384, max_file_bytes: 10_485_760, max_files: 5 }
+        Self { ring_lines: 200, max_line_bytes: 16384, max_file_bytes: 10_485_760, max_files: 5 }
     }
 }
 

@@ -294,3 +294,23 @@ async fn memory_hog_is_killed_and_an_incident_recorded() {
     assert!(samples.iter().any(|s| s.rss_bytes > 64 << 20), "the sample that tripped the limit is kept");
     sup.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_subscribers_see_stderr_lines_as_they_come() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = supervisor().await;
+    sup.add(sh_spec("talker", dir.path(), "echo one >&2; echo two; echo three >&2; exec sleep 600")).await.unwrap();
+    let mut live = sup.follow_logs("talker").await.unwrap();
+    sup.start("talker").await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let line = tokio::time::timeout(DEADLINE, live.recv()).await.expect("a line in time").unwrap();
+        assert_eq!(line.stream, actors::Stream::Stderr);
+        seen.push(line.text);
+    }
+    // `two` went to stdout, which is the MCP channel of a stdio server, not a log.
+    assert_eq!(seen, ["one", "three"]);
+    let kept: Vec<String> = sup.logs("talker", 10).await.unwrap().into_iter().map(|l| l.text).collect();
+    assert_eq!(kept, ["one", "three"]);
+    sup.shutdown().await.unwrap();
+}
