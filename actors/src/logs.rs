@@ -340,3 +340,6 @@ impl DrainGate {
         DrainGate { open: AtomicUsize::new(n), closed: Notify::new() }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -26,11 +26,19 @@ pub(crate) struct Tree {
     tracked: Mutex<HashMap<u32, u64>>,
     /// Once the root is reaped its pid (and so its process group id) may be reused: no more group signals.
     root_reaped: AtomicBool,
+    /// The root's start time, learnt from the first snapshot taken while it was surely ours (unreaped).
+    root_start: std::sync::OnceLock<u64>,
 }
 
 impl Tree {
     pub(crate) fn new(root: u32, table: Arc<ProcTable>) -> Tree {
-        Tree { root, table, tracked: Mutex::new(HashMap::new()), root_reaped: AtomicBool::new(false) }
+        Tree {
+            root,
+            table,
+            tracked: Mutex::new(HashMap::new()),
+            root_reaped: AtomicBool::new(false),
+            root_start: std::sync::OnceLock::new(),
+        }
     }
 
     /// Records that the root has been reaped.
@@ -50,8 +58,21 @@ impl Tree {
         let mut tracked = self.tracked.lock().unwrap_or_else(|poison| poison.into_inner());
         tracked.retain(|pid, start| snap.procs.get(pid).is_some_and(|p| p.start_time == *start && !p.zombie));
         let mut seeds: Vec<u32> = tracked.keys().copied().collect();
-        seeds.push(self.root);
-        seeds.extend(snap.procs.iter().filter(|(_, p)| p.sid == self.root && !p.zombie).map(|(pid, _)| *pid));
+        let at_root = snap.procs.get(&self.root);
+        let reaped = self.root_reaped.load(Ordering::SeqCst);
+        if let (Some(info), false) = (at_root, reaped) {
+            let _ = self.root_start.set(info.start_time);
+        }
+        // After the root is reaped its pid may name another process, which may lead a session of
+        // its own; Linux reuses a pid only once no process uses it as a session id, so the session
+        // seeds are ours unless the pid now belongs to a process that is not our root.
+        let root_is_ours = at_root.is_some_and(|info| !reaped || self.root_start.get() == Some(&info.start_time));
+        if root_is_ours {
+            seeds.push(self.root);
+        }
+        if root_is_ours || at_root.is_none() {
+            seeds.extend(snap.procs.iter().filter(|(_, p)| p.sid == self.root && !p.zombie).map(|(pid, _)| *pid));
+        }
         let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
         for (pid, info) in &snap.procs {
             children.entry(info.ppid).or_default().push(*pid);
