@@ -54,7 +54,11 @@ impl Tree {
     }
 
     /// The live members in `snap`; remembers them for later snapshots.
-    fn members(&self, snap: &Snapshot) -> Vec<u32> {
+    ///
+    /// With `orphans`, once the root is gone, every live child of hivehost that no waiter owns
+    /// counts too: hivehost itself creates no such process, so it is what is left of a hosted tree
+    /// whose root died (a daemon that left the session and lost its parent before anyone saw it).
+    fn members_with(&self, snap: &Snapshot, orphans: bool) -> Vec<u32> {
         let mut tracked = self.tracked.lock().unwrap_or_else(|poison| poison.into_inner());
         tracked.retain(|pid, start| snap.procs.get(pid).is_some_and(|p| p.start_time == *start && !p.zombie));
         let mut seeds: Vec<u32> = tracked.keys().copied().collect();
@@ -72,6 +76,16 @@ impl Tree {
         }
         if root_is_ours || at_root.is_none() {
             seeds.extend(snap.procs.iter().filter(|(_, p)| p.sid == self.root && !p.zombie).map(|(pid, _)| *pid));
+        }
+        if orphans && reaped {
+            let me = std::process::id();
+            let owned = super::reaper::spawned();
+            seeds.extend(
+                snap.procs
+                    .iter()
+                    .filter(|(pid, p)| p.ppid == me && !p.zombie && !owned.contains(pid))
+                    .map(|(pid, _)| *pid),
+            );
         }
         let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
         for (pid, info) in &snap.procs {
@@ -95,6 +109,10 @@ impl Tree {
             }
         }
         alive
+    }
+
+    fn members(&self, snap: &Snapshot) -> Vec<u32> {
+        self.members_with(snap, false)
     }
 
     async fn snapshot(&self) -> Arc<Snapshot> {
@@ -122,7 +140,8 @@ impl Tree {
         loop {
             rounds += 1;
             let snap = self.snapshot().await;
-            let fresh: Vec<u32> = self.members(&snap).into_iter().filter(|pid| !stopped.contains(pid)).collect();
+            let fresh: Vec<u32> =
+                self.members_with(&snap, true).into_iter().filter(|pid| !stopped.contains(pid)).collect();
             if fresh.is_empty() || rounds >= MAX_KILL_ROUNDS {
                 break;
             }
@@ -140,7 +159,7 @@ impl Tree {
         let survivors;
         loop {
             let snap = self.snapshot().await;
-            let alive = self.members(&snap);
+            let alive = self.members_with(&snap, true);
             if alive.is_empty() {
                 survivors = 0;
                 break;

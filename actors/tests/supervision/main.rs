@@ -314,3 +314,26 @@ async fn live_subscribers_see_stderr_lines_as_they_come() {
     assert_eq!(kept, ["one", "three"]);
     sup.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_exits_leaves_no_daemon_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = supervisor().await;
+    let mut events = sup.subscribe();
+    let marker = format!("HIVEHOST_TEST_MARK=exit-{}", std::process::id());
+    // The daemon leaves the session and outlives its parent at once, then the server exits:
+    // nothing ever saw it as part of the tree while the server lived.
+    let mut spec = sh_spec(
+        "leaver",
+        dir.path(),
+        "setsid sh -c \"trap '' TERM; sleep 600 </dev/null >/dev/null 2>&1 &\"; sleep 0.05; exit 1",
+    );
+    spec.env.push(("HIVEHOST_TEST_MARK".into(), marker["HIVEHOST_TEST_MARK=".len()..].into()));
+    spec.metrics_interval = Duration::from_secs(3600);
+    spec.policy = policy(policy::PolicyConfig { mode: policy::RestartMode::Never, ..Default::default() });
+    sup.add(spec).await.unwrap();
+    sup.start("leaver").await.unwrap();
+    wait_event(&mut events, "leaver", |k| matches!(k, EventKind::Exited { .. })).await;
+    wait_until("the daemon is killed", || pids_with_env(&marker).is_empty()).await;
+    sup.shutdown().await.unwrap();
+}
