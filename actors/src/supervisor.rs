@@ -574,7 +574,6 @@ impl SupervisorState {
                 }
             }
         };
-        let _ = live.started;
         self.apply_exit(myself, id, live.generation, outcome, failure).await;
     }
 

@@ -337,3 +337,35 @@ async fn a_server_that_exits_leaves_no_daemon_behind() {
     wait_until("the daemon is killed", || pids_with_env(&marker).is_empty()).await;
     sup.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_never_ready_is_stopped_at_start_timeout_and_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port nobody listens on: bind one, note it, close it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let sup = supervisor().await;
+    let mut events = sup.subscribe();
+    let mut spec = sh_spec("mute", dir.path(), "exec sleep 600");
+    spec.health = Some(actors::HealthSpec {
+        url: format!("http://127.0.0.1:{port}/health"),
+        interval: Duration::from_millis(50),
+        timeout: Duration::from_millis(40),
+        failures_before_restart: 3,
+    });
+    spec.start_timeout = Duration::from_millis(300);
+    spec.shutdown_timeout = Duration::from_millis(300);
+    spec.policy = policy(policy::PolicyConfig { restart_delay_ms: 10, ..Default::default() });
+    sup.add(spec).await.unwrap();
+    sup.start("mute").await.unwrap();
+    let exit = wait_event(&mut events, "mute", |k| matches!(k, EventKind::Exited { .. })).await;
+    assert!(matches!(
+        exit.kind,
+        EventKind::Exited { exit: actors::Exit { kind: policy::ExitKind::StartTimeout, .. }, .. }
+    ));
+    wait_state(&mut events, "mute", ServerState::Backoff).await;
+    wait_state(&mut events, "mute", ServerState::Starting).await;
+    let status = sup.status("mute").await.unwrap();
+    assert_eq!(status.restarts, 1);
+    assert_ne!(status.state, ServerState::Running, "never ready, never running");
+    sup.shutdown().await.unwrap();
+}
