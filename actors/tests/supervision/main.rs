@@ -133,39 +133,40 @@ const DAEMONIZER: &str = "trap '' TERM; \
      ( ( sleep 601 </dev/null >/dev/null 2>&1 & ) & ); \
      echo daemons-started >&2; exec sleep 602";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stop_kills_daemons_that_double_forked_and_called_setsid() {
+/// Starts the daemonizer, waits for its three processes, ends it with `end`, and checks that
+/// nothing marked as its own survives.
+async fn daemons_die_with(name: &str, end: impl AsyncFnOnce(&actors::SupervisorHandle)) {
     let dir = tempfile::tempdir().unwrap();
     let sup = supervisor().await;
-    let marker = format!("HIVEHOST_TEST_MARK=stop-{}", std::process::id());
+    let mark = format!("{name}-{}", std::process::id());
+    let marker = format!("HIVEHOST_TEST_MARK={mark}");
     let mut spec = sh_spec("daemonizer", dir.path(), DAEMONIZER);
     spec.shutdown_timeout = Duration::from_millis(300);
-    spec.env.push(("HIVEHOST_TEST_MARK".into(), marker["HIVEHOST_TEST_MARK=".len()..].into()));
+    spec.env.push(("HIVEHOST_TEST_MARK".into(), mark));
     sup.add(spec).await.unwrap();
     sup.start("daemonizer").await.unwrap();
     wait_log(&sup, "daemonizer", "daemons-started").await;
     wait_until("three marked processes run", || pids_with_env(&marker).len() >= 3).await;
-    sup.stop("daemonizer").await.unwrap();
-    assert_eq!(pids_with_env(&marker), Vec::<u32>::new(), "nothing of the tree survives stop");
+    end(&sup).await;
+    assert_eq!(pids_with_env(&marker), Vec::<u32>::new(), "nothing of the tree survives {name}");
     sup.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_kills_daemons_that_double_forked_and_called_setsid() {
+    daemons_die_with("stop", async |sup| {
+        sup.stop("daemonizer").await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_kills_daemons_that_double_forked_and_called_setsid() {
-    let dir = tempfile::tempdir().unwrap();
-    let sup = supervisor().await;
-    let marker = format!("HIVEHOST_TEST_MARK=delete-{}", std::process::id());
-    let mut spec = sh_spec("daemonizer", dir.path(), DAEMONIZER);
-    spec.shutdown_timeout = Duration::from_millis(300);
-    spec.env.push(("HIVEHOST_TEST_MARK".into(), marker["HIVEHOST_TEST_MARK=".len()..].into()));
-    sup.add(spec).await.unwrap();
-    sup.start("daemonizer").await.unwrap();
-    wait_log(&sup, "daemonizer", "daemons-started").await;
-    wait_until("three marked processes run", || pids_with_env(&marker).len() >= 3).await;
-    sup.delete("daemonizer").await.unwrap();
-    assert_eq!(pids_with_env(&marker), Vec::<u32>::new(), "nothing of the tree survives delete");
-    assert!(matches!(sup.status("daemonizer").await, Err(actors::ActorsError::NotFound(_))));
-    sup.shutdown().await.unwrap();
+    daemons_die_with("delete", async |sup| {
+        sup.delete("daemonizer").await.unwrap();
+        assert!(matches!(sup.status("daemonizer").await, Err(actors::ActorsError::NotFound(_))));
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
