@@ -13,7 +13,8 @@ pub struct Event {
     pub generation: u64,
     /// Wall-clock time, for people and the store.
     pub at: SystemTime,
-    /// Monotonic time, for measuring intervals between events.
+    /// Monotonic time, for measuring intervals between events; for `Exited`, the moment the main
+    /// process was reaped (the event itself is published once its tree is cleaned up).
     pub instant: Instant,
     pub kind: EventKind,
 }

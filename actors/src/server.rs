@@ -41,6 +41,8 @@ pub(crate) struct Slot {
     pub(crate) pid: Mutex<Option<u32>>,
     pub(crate) outcome: Mutex<Option<Outcome>>,
     pub(crate) control: Mutex<Option<Arc<dyn TreeControl>>>,
+    /// When the main process was reaped: the moment its exit became known.
+    pub(crate) exited_at: Mutex<Option<std::time::Instant>>,
 }
 
 impl Slot {
@@ -50,6 +52,10 @@ impl Slot {
 
     pub(crate) fn pid(&self) -> Option<u32> {
         *self.pid.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn exited_at(&self) -> Option<std::time::Instant> {
+        *self.exited_at.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn control(&self) -> Option<Arc<dyn TreeControl>> {
@@ -184,8 +190,10 @@ impl Actor for ServerActor {
     async fn post_start(&self, myself: ActorRef<ServerMsg>, state: &mut ServerState) -> Result<(), ActorProcessingErr> {
         if let Some(exit) = state.exit.take() {
             let me = myself.clone();
+            let slot = state.slot.clone();
             state.tasks.push(tokio::spawn(async move {
                 let kind = exit.await;
+                *slot.exited_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
                 let _ = me.cast(ServerMsg::Exited(kind));
             }));
         }

@@ -412,13 +412,13 @@ impl SupervisorState {
     }
 
     fn emit(&self, id: &str, generation: u64, kind: EventKind) {
-        let event = Event {
-            server: id.to_owned(),
-            generation,
-            at: SystemTime::now(),
-            instant: std::time::Instant::now(),
-            kind,
-        };
+        self.emit_at(id, generation, kind, std::time::Instant::now());
+    }
+
+    /// Emits an event that happened at `instant` (earlier than now, for exits learnt through a message).
+    fn emit_at(&self, id: &str, generation: u64, kind: EventKind, instant: std::time::Instant) {
+        let at = SystemTime::now().checked_sub(instant.elapsed()).unwrap_or_else(SystemTime::now);
+        let event = Event { server: id.to_owned(), generation, at, instant, kind };
         tracing::debug!(server = %id, generation, event = ?event.kind, "event");
         let _ = self.events.send(event);
     }
@@ -544,6 +544,7 @@ impl SupervisorState {
                     generation,
                     Outcome::Exited(policy::ExitKind::SpawnFailed),
                     Some(message),
+                    None,
                 ))
                 .await;
             }
@@ -574,7 +575,7 @@ impl SupervisorState {
                 }
             }
         };
-        self.apply_exit(myself, id, live.generation, outcome, failure).await;
+        self.apply_exit(myself, id, live.generation, outcome, failure, live.slot.exited_at()).await;
     }
 
     async fn apply_exit(
@@ -584,6 +585,7 @@ impl SupervisorState {
         generation: u64,
         outcome: Outcome,
         detail: Option<String>,
+        exited_at: Option<std::time::Instant>,
     ) {
         let now = self.now_ms();
         let sample = self.jitter_sample();
@@ -604,7 +606,12 @@ impl SupervisorState {
         entry.last_exit = Some(exit.clone());
         let pid = entry.last_pid;
         let description = exit.description.clone();
-        self.emit(id, generation, EventKind::Exited { pid, exit });
+        self.emit_at(
+            id,
+            generation,
+            EventKind::Exited { pid, exit },
+            exited_at.unwrap_or_else(std::time::Instant::now),
+        );
         let Some(entry) = self.servers.get_mut(id) else {
             return;
         };
