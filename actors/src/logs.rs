@@ -46,8 +46,11 @@ pub struct LogCounters {
 /// How many bytes of one server may wait for the disk writer before lines are dropped.
 const MAX_PENDING_BYTES: usize = 8 << 20;
 
-/// Read size of the drain: large reads keep the syscall count, and so the child's wait, low.
+/// Largest read of the drain: large reads keep the syscall count, and so the child's wait, low.
 const READ_CHUNK: usize = 128 * 1024;
+
+/// First read size of the drain.
+const FIRST_CHUNK: usize = 4 * 1024;
 
 /// A line as the ring keeps it: compact, since 500 servers keep hundreds of lines each.
 struct Kept {
@@ -313,12 +316,18 @@ impl Drop for LogTailerState {
 async fn drain(book: Arc<LogBook>, generation: u64, stream: Stream, pipe: SharedPipe, gate: Arc<DrainGate>) {
     let mut guard = pipe.lock().await;
     let Some(reader) = guard.as_mut() else { return };
-    let mut buf = vec![0u8; READ_CHUNK];
+    // Small for the many quiet servers; doubled while reads fill it, up to READ_CHUNK for floods.
+    let mut buf = vec![0u8; FIRST_CHUNK];
     let mut partial = Vec::new();
     loop {
         match reader.read(&mut buf).await {
             Ok(0) => break,
-            Ok(n) => book.take_chunk(generation, stream, &mut partial, &buf[..n]),
+            Ok(n) => {
+                book.take_chunk(generation, stream, &mut partial, &buf[..n]);
+                if n == buf.len() && buf.len() < READ_CHUNK {
+                    buf.resize(buf.len() * 2, 0);
+                }
+            }
             Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(err) => {
                 tracing::warn!(error = %err, "reading a log pipe failed");
