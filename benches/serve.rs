@@ -1,0 +1,350 @@
+//! System benchmark of the real `hivehost serve` binary: its own memory and CPU with 500 idle servers, beside an idle platform with none.
+//!
+//! Run with `cargo bench --bench serve`. Each phase starts the release binary on a fresh temporary
+//! config (dashboard on 127.0.0.1:0, `metrics_interval` 5 s), waits until `/healthz` reports every
+//! server running, lets it settle, samples VmRSS and utime+stime from /proc over a window, then sends
+//! SIGTERM and times the exit. Without `--bench` on its command line it runs a smoke version.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// The ticking child: one line a second on stderr.
+const TICKER: &str = "while :; do echo tick >&2; sleep 1; done";
+
+const DEADLINE: Duration = Duration::from_secs(120);
+
+struct Sizes {
+    servers: usize,
+    settle: Duration,
+    window: Duration,
+}
+
+const FULL: Sizes = Sizes { servers: 500, settle: Duration::from_secs(5), window: Duration::from_secs(30) };
+const SMOKE: Sizes = Sizes { servers: 3, settle: Duration::from_millis(100), window: Duration::from_millis(500) };
+
+/// What one phase measured.
+struct Phase {
+    servers: usize,
+    /// From exec to `/healthz` reporting every server running.
+    ready: Duration,
+    rss_kib: u64,
+    hwm_kib: u64,
+    threads: u64,
+    /// utime+stime over the window, as a percentage of one core.
+    cpu_percent: f64,
+    /// Lines hivehost itself wrote to stderr during the window.
+    own_log_lines: u64,
+    /// From SIGTERM to exit.
+    stop: Duration,
+    exit_code: Option<i32>,
+    survivors: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let full = std::env::args().any(|a| a == "--bench");
+    let sizes = if full { FULL } else { SMOKE };
+    raise_nofile_limit();
+    let empty = phase(0, 5, &sizes).context("the phase with no servers")?;
+    let loaded = phase(sizes.servers, 5, &sizes).context("the phase with servers")?;
+    // A diagnosis, not a target: the same servers with the metrics samplers (nearly) never ticking.
+    let quiet = phase(sizes.servers, 3600, &sizes).context("the phase with servers and no sampling")?;
+    print(&empty, &loaded, &quiet, &sizes, full);
+    if [&empty, &loaded, &quiet].iter().any(|p| p.exit_code != Some(0)) {
+        bail!("hivehost did not exit 0 on SIGTERM");
+    }
+    Ok(())
+}
+
+/// 500 servers take about 2,500 descriptors (about 5 each); the binary inherits this limit.
+fn raise_nofile_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+fn phase(servers: usize, metrics_interval_s: u64, sizes: &Sizes) -> anyhow::Result<Phase> {
+    let dir = tempfile::tempdir()?;
+    let marker = format!("serve-bench-{}-{servers}", std::process::id());
+    for n in 0..servers {
+        write_server(dir.path(), &format!("idle-{n:03}"), &marker)?;
+    }
+    let config = write_config(dir.path(), servers.max(1), metrics_interval_s)?;
+    let started = Instant::now();
+    let (mut child, addr, log_lines) = start_serve(dir.path(), &config)?;
+    let pid = child.id();
+    let result = (|| {
+        wait_until("every server runs", || {
+            healthz(&addr).is_some_and(|h| h["running"] == servers && h["servers"] == servers)
+        })?;
+        let ready = started.elapsed();
+        std::thread::sleep(sizes.settle);
+        let lines_before = log_lines.load(Ordering::Relaxed);
+        let ticks_before = cpu_ticks(pid)?;
+        let window_start = Instant::now();
+        std::thread::sleep(sizes.window);
+        let ticks = cpu_ticks(pid)? - ticks_before;
+        let elapsed = window_start.elapsed();
+        let own_log_lines = log_lines.load(Ordering::Relaxed) - lines_before;
+        let status = proc_status(pid)?;
+        let cpu_percent = ticks as f64 / clock_ticks_per_second() / elapsed.as_secs_f64() * 100.0;
+        anyhow::Ok((ready, status, cpu_percent, own_log_lines))
+    })();
+    // Stop it whatever happened, and time the stop.
+    let stopping = Instant::now();
+    // SAFETY: kill(2) on the pid of the child this bench started and has not reaped.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGTERM);
+    }
+    let exit = wait_exit(&mut child)?;
+    let stop = stopping.elapsed();
+    let (ready, status, cpu_percent, own_log_lines) = result?;
+    Ok(Phase {
+        servers,
+        ready,
+        rss_kib: status.rss_kib,
+        hwm_kib: status.hwm_kib,
+        threads: status.threads,
+        cpu_percent,
+        own_log_lines,
+        stop,
+        exit_code: exit.code(),
+        survivors: marked(&marker).len(),
+    })
+}
+
+/// A config whose data lives in `dir`, with the HTTP side on 127.0.0.1:0.
+fn write_config(dir: &Path, max_servers: usize, metrics_interval_s: u64) -> anyhow::Result<PathBuf> {
+    let config = serde_json::json!({
+        "mcp_hosting": {
+            "servers_dir": dir.join("servers"),
+            "uploads_dir": dir.join("uploads"),
+            "logs_dir": dir.join("logs"),
+            "state_dir": dir.join("state"),
+            "database": dir.join("hivehost.db"),
+            "max_servers": max_servers,
+            "metrics_interval": metrics_interval_s,
+            "dashboard": { "host": "127.0.0.1", "port": 0 },
+            "auth": { "token_file": dir.join("api_token") },
+            "supervisor": { "shutdown_timeout": 30 }
+        }
+    });
+    std::fs::create_dir_all(dir.join("servers"))?;
+    let path = dir.join("config.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
+    Ok(path)
+}
+
+fn write_server(dir: &Path, id: &str, marker: &str) -> anyhow::Result<()> {
+    let server = dir.join("servers").join(id);
+    std::fs::create_dir_all(&server)?;
+    let cfg = serde_json::json!({
+        "name": id,
+        "command": ["/bin/sh", "-c", TICKER],
+        "environment": { "HIVEHOST_BENCH_MARK": marker },
+        "autostart": true,
+        "shutdown_timeout": 5
+    });
+    std::fs::write(server.join("server_config.json"), serde_json::to_vec(&cfg)?)?;
+    Ok(())
+}
+
+/// Starts the binary under test; returns it, its address (from its log) and a count of its log lines.
+fn start_serve(dir: &Path, config: &Path) -> anyhow::Result<(Child, String, Arc<AtomicU64>)> {
+    #[allow(clippy::disallowed_methods, reason = "the bench starts the binary under test")]
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hivehost"));
+    let mut child = cmd
+        .args(["serve", "--config"])
+        .arg(config)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting hivehost")?;
+    let stderr = child.stderr.take().context("hivehost's stderr")?;
+    let lines = Arc::new(AtomicU64::new(0));
+    let counted = lines.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            counted.fetch_add(1, Ordering::Relaxed);
+            if let Some(at) = line.find("listening on http://") {
+                let addr = line[at + "listening on http://".len()..].split_whitespace().next().unwrap_or("").to_owned();
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    match rx.recv_timeout(DEADLINE) {
+        Ok(addr) => Ok((child, addr, lines)),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("hivehost never logged its address")
+        }
+    }
+}
+
+/// GET /healthz over plain TCP; `None` until it answers with JSON.
+fn healthz(addr: &str) -> Option<serde_json::Value> {
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).ok()?;
+    serde_json::from_str(body.split("\r\n\r\n").nth(1)?).ok()
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + DEADLINE;
+    while !cond() {
+        if Instant::now() >= deadline {
+            bail!("timed out waiting until {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+fn wait_exit(child: &mut Child) -> anyhow::Result<std::process::ExitStatus> {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            bail!("hivehost did not exit within {DEADLINE:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// utime + stime of `pid`, in clock ticks, from /proc/PID/stat.
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name is in parentheses and may hold spaces: count fields after the last ')'.
+    let rest = stat.rfind(')').map(|at| &stat[at + 1..]).context("malformed /proc/PID/stat")?;
+    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+    // Fields 14 (utime) and 15 (stime) of proc(5); `rest` starts at field 3.
+    let utime: u64 = fields.get(11).context("no utime")?.parse()?;
+    let stime: u64 = fields.get(12).context("no stime")?.parse()?;
+    Ok(utime + stime)
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as f64 } else { 100.0 }
+}
+
+struct ProcStatus {
+    rss_kib: u64,
+    hwm_kib: u64,
+    threads: u64,
+}
+
+fn proc_status(pid: u32) -> anyhow::Result<ProcStatus> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok(ProcStatus { rss_kib: field("VmRSS:"), hwm_kib: field("VmHWM:"), threads: field("Threads:") })
+}
+
+/// Live processes whose environment holds `HIVEHOST_BENCH_MARK=<marker>`.
+fn marked(marker: &str) -> Vec<u32> {
+    let want = format!("HIVEHOST_BENCH_MARK={marker}");
+    let mut found = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return found };
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map_or(true, |s| s.rfind(')').is_some_and(|at| s[at + 1..].trim_start().starts_with(['Z', 'X'])));
+        if !zombie && environ.split(|b| *b == 0).any(|var| var == want.as_bytes()) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+#[allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
+fn print(empty: &Phase, loaded: &Phase, quiet: &Phase, sizes: &Sizes, full: bool) {
+    let note = if full { "" } else { " (smoke run: sizes are tiny, figures mean nothing)" };
+    println!(
+        "\nhivehost serve (the binary cargo built for this run: release under cargo bench), own process only{note}"
+    );
+    println!(
+        "window {:?} after {:?} of settling; baseline = the same binary with 0 servers; the last column is a \
+         diagnosis (metrics sampling every hour instead of every 5 s)\n",
+        sizes.window, sizes.settle
+    );
+    let phases = [loaded, empty, quiet];
+    let cells = |f: &dyn Fn(&Phase) -> String| -> Vec<String> { phases.iter().map(|p| f(p)).collect() };
+    let secs = |d: Duration| format!("{:.3} s", d.as_secs_f64());
+    let rows: Vec<(&str, Vec<String>, &str)> = vec![
+        ("VmRSS", cells(&|p| mib(p.rss_kib)), "< 40 MiB"),
+        ("VmHWM (peak RSS)", cells(&|p| mib(p.hwm_kib)), ""),
+        ("CPU, utime+stime over the window (% of one core)", cells(&|p| format!("{:.2} %", p.cpu_percent)), "< 3 %"),
+        ("threads", cells(&|p| p.threads.to_string()), ""),
+        ("own log lines during the window", cells(&|p| p.own_log_lines.to_string()), ""),
+        ("exec until /healthz reports all running", cells(&|p| secs(p.ready)), ""),
+        ("SIGTERM until exit", cells(&|p| secs(p.stop)), ""),
+        ("exit code", cells(&|p| format!("{:?}", p.exit_code)), "Some(0)"),
+        ("hosted processes left after exit", cells(&|p| p.survivors.to_string()), "0"),
+    ];
+    let mut head = vec!["measure".to_owned()];
+    head.push(format!("{} servers", loaded.servers));
+    head.push(format!("{} servers (baseline)", empty.servers));
+    head.push(format!("{} servers, metrics hourly", quiet.servers));
+    head.push("target".to_owned());
+    let table: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|(what, values, target)| {
+            let mut row = vec![what.to_owned()];
+            row.extend(values);
+            row.push(target.to_owned());
+            row
+        })
+        .collect();
+    let widths: Vec<usize> =
+        (0..head.len()).map(|c| table.iter().map(|r| r[c].len()).chain([head[c].len()]).max().unwrap_or(0)).collect();
+    let line = |cells: &[String]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(
+                |(c, (cell, w))| {
+                    if c == 0 || c == cells.len() - 1 { format!("{cell:<w$}") } else { format!("{cell:>w$}") }
+                },
+            )
+            .collect();
+        println!("| {} |", padded.join(" | "));
+    };
+    line(&head);
+    println!("|{}|", widths.iter().map(|w| "-".repeat(w + 2)).collect::<Vec<_>>().join("|"));
+    for row in &table {
+        line(row);
+    }
+}
