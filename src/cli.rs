@@ -57,6 +57,12 @@ pub fn load_config(path: &std::path::Path) -> anyhow::Result<config::HostConfig>
 }
 
 async fn serve(config: config::HostConfig) -> anyhow::Result<ExitCode> {
+    // Each hosted server holds about five descriptors (pipes, pidfd, log file): raise the soft
+    // open-files limit to the hard one, or 1,024 would cap us near 200 servers.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open files limit"),
+        Err(err) => tracing::warn!(error = %err, "could not raise the open files limit"),
+    }
     if !config.enabled {
         bail!("mcp_hosting.enabled is false in the configuration: set it to true to host servers");
     }

@@ -86,7 +86,7 @@ pub(crate) struct LogBook {
     dropped: AtomicU64,
     /// Bytes handed to the disk writer and not yet written.
     pending: Arc<AtomicUsize>,
-    dir: std::path::PathBuf,
+    dir: Arc<std::path::Path>,
     writer: LogWriter,
 }
 
@@ -102,7 +102,7 @@ impl LogBook {
             truncated: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             pending: Arc::new(AtomicUsize::new(0)),
-            dir: spec.dir.clone(),
+            dir: Arc::from(spec.dir.as_path()),
             writer,
         }
     }

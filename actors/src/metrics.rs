@@ -95,8 +95,10 @@ impl Actor for MetricsSampler {
             let ring = state.args.ring.clone();
             let server = state.args.server.clone();
             let generation = state.args.generation;
+            // Half an interval of staleness lets 500 samplers share a few looks at the process table.
+            let max_age = state.args.interval / 2;
             state.sampling = Some(tokio::spawn(async move {
-                let Some(usage) = control.usage().await else {
+                let Some(usage) = control.usage(max_age).await else {
                     return;
                 };
                 let sample = MetricsSample {

@@ -65,8 +65,14 @@ pub trait TreeControl: Send + Sync + 'static {
     fn kill(&self) -> Pin<Box<dyn Future<Output = KillReport> + Send + '_>>;
     /// Kills what is left synchronously, without waiting; used on drop.
     fn kill_now(&self);
-    /// The live members of the tree, for metrics: (process count, resident bytes, cpu percent of one core).
-    fn usage(&self) -> Pin<Box<dyn Future<Output = Option<Usage>> + Send + '_>>;
+    /// Kills what is left after the root exited on its own. It may wait a moment first, so that
+    /// the sweeps of many quick exits share one look at the process table.
+    fn sweep(&self) -> Pin<Box<dyn Future<Output = KillReport> + Send + '_>> {
+        self.kill()
+    }
+    /// The live members of the tree, for metrics: (process count, resident bytes, cpu percent of
+    /// one core), from a look at the process table at most `max_age` old.
+    fn usage(&self, max_age: std::time::Duration) -> Pin<Box<dyn Future<Output = Option<Usage>> + Send + '_>>;
 }
 
 /// The measured resource use of a process tree.

@@ -399,7 +399,7 @@ fn on_exited(myself: &ActorRef<ServerMsg>, state: &mut ServerState, kind: policy
         state.tasks.push(tokio::spawn(async move {
             if gate.wait(CRASH_DRAIN).await {
                 tokio::spawn(async move {
-                    control.kill().await;
+                    control.sweep().await;
                 });
             } else {
                 control.kill().await;

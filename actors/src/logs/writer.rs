@@ -20,7 +20,7 @@ const QUEUE: usize = 4096;
 
 enum Job {
     Configure { dir: PathBuf, max_file_bytes: u64, max_files: u32 },
-    Write { dir: PathBuf, bytes: Vec<u8>, pending: Arc<AtomicUsize> },
+    Write { dir: Arc<Path>, bytes: Vec<u8>, pending: Arc<AtomicUsize> },
     Close { dir: PathBuf },
     Flush { done: std::sync::mpsc::Sender<()> },
 }
@@ -45,10 +45,10 @@ impl LogWriter {
     }
 
     /// Queues `bytes` for `dir`; false if the queue is full (the caller drops and counts them).
-    pub(crate) fn write(&self, dir: &Path, bytes: Vec<u8>, pending: Arc<AtomicUsize>) -> bool {
+    pub(crate) fn write(&self, dir: &Arc<Path>, bytes: Vec<u8>, pending: Arc<AtomicUsize>) -> bool {
         let len = bytes.len();
         pending.fetch_add(len, Ordering::Relaxed);
-        match self.tx.try_send(Job::Write { dir: dir.to_path_buf(), bytes, pending }) {
+        match self.tx.try_send(Job::Write { dir: dir.clone(), bytes, pending }) {
             Ok(()) => true,
             Err(
                 TrySendError::Full(Job::Write { pending, .. }) | TrySendError::Disconnected(Job::Write { pending, .. }),
@@ -91,13 +91,16 @@ fn run(rx: Receiver<Job>) {
             }
             Job::Write { dir, bytes, pending } => {
                 let len = bytes.len();
-                let sink = sinks.entry(dir.clone()).or_insert(Sink {
-                    max_file_bytes: 10 << 20,
-                    max_files: 5,
-                    file: None,
-                    size: 0,
-                });
-                if let Err(err) = sink.write(&dir, &bytes) {
+                // The common case finds its sink without allocating a key.
+                if !sinks.contains_key(&*dir) {
+                    sinks.insert(
+                        dir.to_path_buf(),
+                        Sink { max_file_bytes: 10 << 20, max_files: 5, file: None, size: 0 },
+                    );
+                }
+                if let Some(sink) = sinks.get_mut(&*dir)
+                    && let Err(err) = sink.write(&dir, &bytes)
+                {
                     tracing::warn!(dir = %dir.display(), error = %err, "writing a log file failed");
                     sink.file = None;
                 }

@@ -19,6 +19,9 @@ pub fn become_subreaper() -> std::io::Result<()> {
     if res == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 
+/// The shortest time between two scans for orphans.
+const REAP_PERIOD: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Spawns the task that reaps orphans whenever a child-state signal arrives.
 pub(crate) fn spawn_reaper() -> std::io::Result<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -30,6 +33,9 @@ pub(crate) fn spawn_reaper() -> std::io::Result<tokio::task::JoinHandle<()>> {
             if reaped > 0 {
                 tracing::debug!(reaped, "reaped orphaned processes");
             }
+            // Coalesce: a burst of exits (a restart loop, a mass stop) costs one scan per period,
+            // and the scans stay off the restart path. Signals arriving meanwhile are kept.
+            tokio::time::sleep(REAP_PERIOD).await;
             if sigchld.recv().await.is_none() {
                 break;
             }

@@ -52,6 +52,12 @@ pub(super) fn launch(spec: &ServerSpec, generation: u64, table: &Arc<ProcTable>)
     let tree = Arc::new(Tree::new(pid.unwrap_or(0), table.clone()));
     let stdin = child.stdin.take().map(|p| Box::new(p) as super::InPipe);
     let stdout = child.stdout.take().map(|p| Box::new(p) as super::Pipe);
+    if let Some(err) = child.stderr.as_ref() {
+        grow_pipe(err);
+    }
+    if let (Transport::Http { .. }, Some(out)) = (spec.transport, child.stdout.as_ref()) {
+        grow_pipe(out);
+    }
     let stderr = child.stderr.take().map(|p| Box::new(p) as super::Pipe);
     let mut log_pipes = Vec::new();
     if let Some(stderr) = stderr {
@@ -170,5 +176,19 @@ impl PreExecLimits {
             rlimit::setrlimit(rlimit::Resource::NPROC, nproc, nproc)?;
         }
         Ok(())
+    }
+}
+
+/// Pipe capacity asked for a server's log pipe: a flooding child then rarely waits for the drain.
+const LOG_PIPE_BYTES: libc::c_int = 1 << 20;
+
+/// Enlarges a log pipe, as root only: for other users large pipes count against
+/// `fs.pipe-user-pages-soft`, past which every new pipe of theirs shrinks to a page.
+fn grow_pipe(pipe: &impl std::os::fd::AsRawFd) {
+    // SAFETY: geteuid has no preconditions; fcntl(F_SETPIPE_SZ) on a pipe we own touches no memory.
+    unsafe {
+        if libc::geteuid() == 0 {
+            libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, LOG_PIPE_BYTES);
+        }
     }
 }

@@ -15,6 +15,10 @@ use super::{KillReport, TreeControl, Usage};
 /// How many stop-and-rescan rounds a kill tries before it reports survivors.
 const MAX_KILL_ROUNDS: usize = 64;
 
+/// How long a sweep after a natural exit waits, so that quick successive exits share one look at
+/// the process table instead of scanning /proc on the restart path.
+const SWEEP_DELAY: Duration = Duration::from_millis(100);
+
 /// The processes of one incarnation.
 ///
 /// Members are the root, everything in its session (the root is a session leader), everything
@@ -23,9 +27,12 @@ const MAX_KILL_ROUNDS: usize = 64;
 pub(crate) struct Tree {
     root: u32,
     table: Arc<ProcTable>,
-    tracked: Mutex<HashMap<u32, u64>>,
+    /// Members seen so far, by pid and start time, and when the newest snapshot that updated them was taken.
+    tracked: Mutex<(HashMap<u32, u64>, Option<Instant>)>,
     /// Once the root is reaped its pid (and so its process group id) may be reused: no more group signals.
     root_reaped: AtomicBool,
+    /// When the root was reaped.
+    reaped_at: Mutex<Option<Instant>>,
     /// The root's start time, learnt from the first snapshot taken while it was surely ours (unreaped).
     root_start: std::sync::OnceLock<u64>,
 }
@@ -35,14 +42,16 @@ impl Tree {
         Tree {
             root,
             table,
-            tracked: Mutex::new(HashMap::new()),
+            tracked: Mutex::new((HashMap::new(), None)),
             root_reaped: AtomicBool::new(false),
+            reaped_at: Mutex::new(None),
             root_start: std::sync::OnceLock::new(),
         }
     }
 
     /// Records that the root has been reaped.
     pub(crate) fn mark_root_reaped(&self) {
+        *self.reaped_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         self.root_reaped.store(true, Ordering::SeqCst);
     }
 
@@ -59,8 +68,14 @@ impl Tree {
     /// counts too: hivehost itself creates no such process, so it is what is left of a hosted tree
     /// whose root died (a daemon that left the session and lost its parent before anyone saw it).
     fn members_with(&self, snap: &Snapshot, orphans: bool) -> Vec<u32> {
-        let mut tracked = self.tracked.lock().unwrap_or_else(|poison| poison.into_inner());
-        tracked.retain(|pid, start| snap.procs.get(pid).is_some_and(|p| p.start_time == *start && !p.zombie));
+        let mut guard = self.tracked.lock().unwrap_or_else(|poison| poison.into_inner());
+        let (tracked, newest) = &mut *guard;
+        // Only a snapshot at least as new as the last one may forget members: an older one (a
+        // sampler allowed to be stale) has simply not seen the newer ones yet.
+        if newest.is_none_or(|newest| snap.taken >= newest) {
+            tracked.retain(|pid, start| snap.procs.get(pid).is_some_and(|p| p.start_time == *start && !p.zombie));
+            *newest = Some(snap.taken);
+        }
         let mut seeds: Vec<u32> = tracked.keys().copied().collect();
         let at_root = snap.procs.get(&self.root);
         let reaped = self.root_reaped.load(Ordering::SeqCst);
@@ -133,13 +148,18 @@ impl Tree {
     }
 
     async fn kill_tree(&self) -> KillReport {
+        self.kill_tree_from(Instant::now()).await
+    }
+
+    /// Kills the tree; the first look at the process table may be any taken after `first_look`.
+    async fn kill_tree_from(&self, first_look: Instant) -> KillReport {
         // Freeze first: a stopped process cannot fork, and the children of a stopped parent stay
         // linked to it, so rescanning until no new member appears finds the whole tree.
         let mut stopped: HashSet<u32> = HashSet::new();
         let mut rounds = 0;
         loop {
             rounds += 1;
-            let snap = self.snapshot().await;
+            let snap = if rounds == 1 { self.table.fresh(first_look).await } else { self.snapshot().await };
             let fresh: Vec<u32> =
                 self.members_with(&snap, true).into_iter().filter(|pid| !stopped.contains(pid)).collect();
             if fresh.is_empty() || rounds >= MAX_KILL_ROUNDS {
@@ -177,8 +197,15 @@ impl Tree {
         KillReport { killed: stopped.len(), survivors }
     }
 
-    async fn usage_now(&self) -> Option<Usage> {
-        let snap = self.snapshot().await;
+    async fn sweep_after_exit(&self) -> KillReport {
+        tokio::time::sleep(SWEEP_DELAY).await;
+        let reaped_at = *self.reaped_at.lock().unwrap_or_else(|p| p.into_inner());
+        self.kill_tree_from(reaped_at.unwrap_or_else(Instant::now)).await
+    }
+
+    async fn usage_now(&self, max_age: Duration) -> Option<Usage> {
+        let now = Instant::now();
+        let snap = self.table.fresh(now.checked_sub(max_age).unwrap_or(now)).await;
         let members = self.members(&snap);
         if members.is_empty() {
             return None;
@@ -207,13 +234,17 @@ impl TreeControl for Tree {
     fn kill_now(&self) {
         self.signal_group(libc::SIGKILL);
         let tracked = self.tracked.lock().unwrap_or_else(|poison| poison.into_inner());
-        for pid in tracked.keys() {
+        for pid in tracked.0.keys() {
             signal(*pid, libc::SIGKILL);
         }
     }
 
-    fn usage(&self) -> Pin<Box<dyn Future<Output = Option<Usage>> + Send + '_>> {
-        Box::pin(self.usage_now())
+    fn sweep(&self) -> Pin<Box<dyn Future<Output = KillReport> + Send + '_>> {
+        Box::pin(self.sweep_after_exit())
+    }
+
+    fn usage(&self, max_age: Duration) -> Pin<Box<dyn Future<Output = Option<Usage>> + Send + '_>> {
+        Box::pin(self.usage_now(max_age))
     }
 }
 

@@ -207,7 +207,7 @@ impl TreeControl for FakeTree {
         }
     }
 
-    fn usage(&self) -> Pin<Box<dyn Future<Output = Option<Usage>> + Send + '_>> {
+    fn usage(&self, _max_age: std::time::Duration) -> Pin<Box<dyn Future<Output = Option<Usage>> + Send + '_>> {
         Box::pin(async { None })
     }
 }
