@@ -47,7 +47,7 @@ pub struct LogCounters {
 const MAX_PENDING_BYTES: usize = 8 << 20;
 
 /// Largest read of the drain: large reads keep the syscall count, and so the child's wait, low.
-const READ_CHUNK: usize = 128 * 1024;
+const READ_CHUNK: usize = 512 * 1024;
 
 /// First read size of the drain.
 const FIRST_CHUNK: usize = 4 * 1024;
@@ -70,6 +70,9 @@ impl Kept {
         }
     }
 }
+
+/// A chunk's bytes for disk, and each line in it as (start, end, cut).
+type Lines = (Vec<u8>, Vec<(usize, usize, bool)>);
 
 /// Capacity of a server's live channel; a subscriber that lags further loses lines.
 const LIVE_CAPACITY: usize = 1024;
@@ -140,8 +143,40 @@ impl LogBook {
     /// Takes one chunk read from a pipe: complete lines go to the ring, subscribers and disk.
     fn take_chunk(&self, generation: u64, stream: Stream, partial: &mut Vec<u8>, chunk: &[u8]) {
         let max = self.max_line_bytes;
-        let mut disk: Vec<u8> = Vec::with_capacity(chunk.len() + partial.len() + 16);
         // Each line as (start, end, cut) within `disk`, so only the lines that matter become strings.
+        let (disk, spans) = match Self::whole_lines(partial, chunk, max) {
+            Some(fast) => fast,
+            None => Self::split_lines(partial, chunk, max),
+        };
+        self.keep(generation, stream, disk, spans);
+    }
+
+    /// The common case of a flood: no carried-over partial line and no overlong line, so the chunk's
+    /// complete lines go to disk as one copy. `None` when the general path is needed.
+    fn whole_lines(partial: &mut Vec<u8>, chunk: &[u8], max: usize) -> Option<Lines> {
+        if !partial.is_empty() {
+            return None;
+        }
+        let mut spans = Vec::new();
+        let mut start = 0;
+        for at in memchr::memchr_iter(b'\n', chunk) {
+            if at - start > max {
+                return None;
+            }
+            spans.push((start, at, false));
+            start = at + 1;
+        }
+        let rest = &chunk[start..];
+        if rest.len() >= max {
+            return None;
+        }
+        partial.extend_from_slice(rest);
+        Some((chunk[..start].to_vec(), spans))
+    }
+
+    /// The general path: joins a carried-over partial line, cuts overlong lines.
+    fn split_lines(partial: &mut Vec<u8>, chunk: &[u8], max: usize) -> Lines {
+        let mut disk: Vec<u8> = Vec::with_capacity(chunk.len() + partial.len() + 16);
         let mut spans: Vec<(usize, usize, bool)> = Vec::new();
         let mut push = |disk: &mut Vec<u8>, line: &[u8], cut: bool| {
             let start = disk.len();
@@ -154,7 +189,7 @@ impl LogBook {
             spans.push((start, end, cut));
         };
         let mut rest = chunk;
-        while let Some(at) = rest.iter().position(|b| *b == b'\n') {
+        while let Some(at) = memchr::memchr(b'\n', rest) {
             let (line, tail) = rest.split_at(at);
             rest = &tail[1..];
             if partial.is_empty() {
@@ -178,6 +213,11 @@ impl LogBook {
                 push(&mut disk, partial, true);
             }
         }
+        (disk, spans)
+    }
+
+    /// Counts the lines, keeps the last ones in the ring, hands them to subscribers and to disk.
+    fn keep(&self, generation: u64, stream: Stream, disk: Vec<u8>, spans: Vec<(usize, usize, bool)>) {
         let n_lines = spans.len();
         if n_lines == 0 {
             return;
