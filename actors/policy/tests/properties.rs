@@ -369,7 +369,10 @@ fn restart_epochs(records: &[Record]) -> Vec<Vec<u64>> {
     let mut epochs = Vec::new();
     let mut clock = 0;
     for r in records {
-        clock = clock.max(r.now);
+        // The policy's own clock: every act but a timer (which carries no time) moves it.
+        if !matches!(r.act, Act::Timer(_)) {
+            clock = clock.max(r.now);
+        }
         match (&r.act, &r.outcome) {
             (Act::AdminStart, _) => epochs.push(Vec::new()),
             (_, Outcome::Decided(Decision::Restart { .. })) => {
