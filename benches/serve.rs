@@ -5,7 +5,10 @@
 //! server running, lets it settle, samples VmRSS and utime+stime from /proc over a window, then sends
 //! SIGTERM and times the exit. Without `--bench` on its command line it runs a smoke version.
 
-use std::io::{BufRead, BufReader, Read, Write};
+#[path = "../tests/support/procs.rs"]
+mod procs;
+
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::Arc;
@@ -85,7 +88,7 @@ fn phase(servers: usize, metrics_interval_s: u64, sizes: &Sizes) -> anyhow::Resu
     let pid = child.id();
     let result = (|| {
         wait_until("every server runs", || {
-            healthz(&addr).is_some_and(|h| h["running"] == servers && h["servers"] == servers)
+            procs::healthz(&addr).is_some_and(|h| h["running"] == servers && h["servers"] == servers)
         })?;
         let ready = started.elapsed();
         std::thread::sleep(sizes.settle);
@@ -119,7 +122,7 @@ fn phase(servers: usize, metrics_interval_s: u64, sizes: &Sizes) -> anyhow::Resu
         own_log_lines,
         stop,
         exit_code: exit.code(),
-        survivors: marked(&marker).len(),
+        survivors: procs::marked(&format!("HIVEHOST_BENCH_MARK={marker}")).len(),
     })
 }
 
@@ -196,16 +199,6 @@ fn start_serve(dir: &Path, config: &Path) -> anyhow::Result<(Child, String, Arc<
     }
 }
 
-/// GET /healthz over plain TCP; `None` until it answers with JSON.
-fn healthz(addr: &str) -> Option<serde_json::Value> {
-    let mut stream = std::net::TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body).ok()?;
-    serde_json::from_str(body.split("\r\n\r\n").nth(1)?).ok()
-}
-
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) -> anyhow::Result<()> {
     let deadline = Instant::now() + DEADLINE;
     while !cond() {
@@ -265,23 +258,6 @@ fn proc_status(pid: u32) -> anyhow::Result<ProcStatus> {
             .unwrap_or(0)
     };
     Ok(ProcStatus { rss_kib: field("VmRSS:"), hwm_kib: field("VmHWM:"), threads: field("Threads:") })
-}
-
-/// Live processes whose environment holds `HIVEHOST_BENCH_MARK=<marker>`.
-fn marked(marker: &str) -> Vec<u32> {
-    let want = format!("HIVEHOST_BENCH_MARK={marker}");
-    let mut found = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return found };
-    for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
-        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map_or(true, |s| s.rfind(')').is_some_and(|at| s[at + 1..].trim_start().starts_with(['Z', 'X'])));
-        if !zombie && environ.split(|b| *b == 0).any(|var| var == want.as_bytes()) {
-            found.push(pid);
-        }
-    }
-    found
 }
 
 fn mib(kib: u64) -> String {

@@ -6,6 +6,9 @@
 //! Baselines run before hivehost in the same process: once a supervisor has started, this process is a
 //! child subreaper, and its orphan reaper would take the exit statuses the baselines wait for.
 
+#[path = "../tests/support/procs.rs"]
+mod procs;
+
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -294,7 +297,15 @@ async fn bare_idle(n: usize, restarts: Option<(usize, usize)>) -> anyhow::Result
         drain.await?;
     }
     let stop = stopping.elapsed();
-    Ok((IdleFigures { spawned: start, start, stop, survivors: marked(&marker).len() }, loaded))
+    Ok((
+        IdleFigures {
+            spawned: start,
+            start,
+            stop,
+            survivors: procs::marked(&format!("HIVEHOST_BENCH_MARK={marker}")).len(),
+        },
+        loaded,
+    ))
 }
 
 async fn hivehost_idle(dir: &Path, n: usize) -> anyhow::Result<IdleFigures> {
@@ -343,24 +354,7 @@ async fn hivehost_idle(dir: &Path, n: usize) -> anyhow::Result<IdleFigures> {
     let stopping = Instant::now();
     sup.shutdown().await?;
     let stop = stopping.elapsed();
-    Ok(IdleFigures { spawned, start, stop, survivors: marked(&marker).len() })
-}
-
-/// Live processes whose environment holds `HIVEHOST_BENCH_MARK=<marker>`.
-fn marked(marker: &str) -> Vec<u32> {
-    let want = format!("HIVEHOST_BENCH_MARK={marker}");
-    let mut found = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return found };
-    for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
-        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map_or(true, |s| s.rfind(')').is_some_and(|at| s[at + 1..].trim_start().starts_with(['Z', 'X'])));
-        if !zombie && environ.split(|b| *b == 0).any(|var| var == want.as_bytes()) {
-            found.push(pid);
-        }
-    }
-    found
+    Ok(IdleFigures { spawned, start, stop, survivors: procs::marked(&format!("HIVEHOST_BENCH_MARK={marker}")).len() })
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,6 +5,11 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "support/procs.rs"]
+mod procs;
+
+use procs::{healthz, marked};
+
 const DEADLINE: Duration = Duration::from_secs(60);
 
 /// Writes a config whose data lives in `dir` and whose HTTP side listens on 127.0.0.1:0.
@@ -68,31 +73,6 @@ fn start_serve(dir: &Path, config: &Path) -> (Child, String) {
     (child, addr)
 }
 
-fn healthz(addr: &str) -> Option<serde_json::Value> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body).ok()?;
-    serde_json::from_str(body.split("\r\n\r\n").nth(1)?).ok()
-}
-
-fn marked(marker: &str) -> Vec<u32> {
-    let want = format!("HIVEHOST_TEST_MARK={marker}");
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
-        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map_or(true, |s| s.rfind(')').is_some_and(|at| s[at + 1..].trim_start().starts_with(['Z', 'X'])));
-        if !zombie && environ.split(|b| *b == 0).any(|var| var == want.as_bytes()) {
-            found.push(pid);
-        }
-    }
-    found
-}
-
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + DEADLINE;
     while !cond() {
@@ -111,7 +91,7 @@ fn sigterm_stops_fifty_servers_and_exits_zero() {
     let config = write_config(dir.path());
     let (mut child, addr) = start_serve(dir.path(), &config);
     wait_until("all 50 servers run", || healthz(&addr).is_some_and(|h| h["running"] == 50));
-    assert!(marked(&marker).len() >= 50, "every server has a process");
+    assert!(marked(&format!("HIVEHOST_TEST_MARK={marker}")).len() >= 50, "every server has a process");
     // SAFETY: kill(2) on the pid of the child this test started.
     unsafe {
         libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
@@ -122,7 +102,7 @@ fn sigterm_stops_fifty_servers_and_exits_zero() {
         status.is_some()
     });
     assert_eq!(status.unwrap().code(), Some(0), "a requested shutdown exits 0");
-    assert_eq!(marked(&marker), Vec::<u32>::new(), "no hosted process is left behind");
+    assert_eq!(marked(&format!("HIVEHOST_TEST_MARK={marker}")), Vec::<u32>::new(), "no hosted process is left behind");
 }
 
 #[test]
