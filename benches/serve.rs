@@ -5,20 +5,17 @@
 //! server running, lets it settle, samples VmRSS and utime+stime from /proc over a window, then sends
 //! SIGTERM and times the exit. Without `--bench` on its command line it runs a smoke version.
 
-#[path = "../tests/support/procs.rs"]
-mod procs;
+#[path = "../tests/support/harness.rs"]
+mod harness;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-
-/// The ticking child: one line a second on stderr.
-const TICKER: &str = "while :; do echo tick >&2; sleep 1; done";
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -52,7 +49,6 @@ struct Phase {
 fn main() -> anyhow::Result<()> {
     let full = std::env::args().any(|a| a == "--bench");
     let sizes = if full { FULL } else { SMOKE };
-    raise_nofile_limit();
     let empty = phase(0, 5, &sizes).context("the phase with no servers")?;
     let loaded = phase(sizes.servers, 5, &sizes).context("the phase with servers")?;
     // A diagnosis, not a target: the same servers with the metrics samplers (nearly) never ticking.
@@ -64,31 +60,19 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// 500 servers take about 2,500 descriptors (about 5 each); the binary inherits this limit.
-fn raise_nofile_limit() {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
-}
-
 fn phase(servers: usize, metrics_interval_s: u64, sizes: &Sizes) -> anyhow::Result<Phase> {
     let dir = tempfile::tempdir()?;
     let marker = format!("serve-bench-{}-{servers}", std::process::id());
     for n in 0..servers {
-        write_server(dir.path(), &format!("idle-{n:03}"), &marker)?;
+        harness::write_server(dir.path(), &format!("idle-{n:03}"), &marker)?;
     }
-    let config = write_config(dir.path(), servers.max(1), metrics_interval_s)?;
+    let config = harness::write_config(dir.path(), servers.max(1), metrics_interval_s)?;
     let started = Instant::now();
     let (mut child, addr, log_lines) = start_serve(dir.path(), &config)?;
     let pid = child.id();
     let result = (|| {
         wait_until("every server runs", || {
-            procs::healthz(&addr).is_some_and(|h| h["running"] == servers && h["servers"] == servers)
+            harness::healthz(&addr).is_some_and(|h| h["running"] == servers && h["servers"] == servers)
         })?;
         let ready = started.elapsed();
         std::thread::sleep(sizes.settle);
@@ -122,44 +106,8 @@ fn phase(servers: usize, metrics_interval_s: u64, sizes: &Sizes) -> anyhow::Resu
         own_log_lines,
         stop,
         exit_code: exit.code(),
-        survivors: procs::marked(&format!("HIVEHOST_BENCH_MARK={marker}")).len(),
+        survivors: harness::marked(&marker).len(),
     })
-}
-
-/// A config whose data lives in `dir`, with the HTTP side on 127.0.0.1:0.
-fn write_config(dir: &Path, max_servers: usize, metrics_interval_s: u64) -> anyhow::Result<PathBuf> {
-    let config = serde_json::json!({
-        "mcp_hosting": {
-            "servers_dir": dir.join("servers"),
-            "uploads_dir": dir.join("uploads"),
-            "logs_dir": dir.join("logs"),
-            "state_dir": dir.join("state"),
-            "database": dir.join("hivehost.db"),
-            "max_servers": max_servers,
-            "metrics_interval": metrics_interval_s,
-            "dashboard": { "host": "127.0.0.1", "port": 0 },
-            "auth": { "token_file": dir.join("api_token") },
-            "supervisor": { "shutdown_timeout": 30 }
-        }
-    });
-    std::fs::create_dir_all(dir.join("servers"))?;
-    let path = dir.join("config.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
-    Ok(path)
-}
-
-fn write_server(dir: &Path, id: &str, marker: &str) -> anyhow::Result<()> {
-    let server = dir.join("servers").join(id);
-    std::fs::create_dir_all(&server)?;
-    let cfg = serde_json::json!({
-        "name": id,
-        "command": ["/bin/sh", "-c", TICKER],
-        "environment": { "HIVEHOST_BENCH_MARK": marker },
-        "autostart": true,
-        "shutdown_timeout": 5
-    });
-    std::fs::write(server.join("server_config.json"), serde_json::to_vec(&cfg)?)?;
-    Ok(())
 }
 
 /// Starts the binary under test; returns it, its address (from its log) and a count of its log lines.

@@ -6,8 +6,8 @@
 //! Baselines run before hivehost in the same process: once a supervisor has started, this process is a
 //! child subreaper, and its orphan reaper would take the exit statuses the baselines wait for.
 
-#[path = "../tests/support/procs.rs"]
-mod procs;
+#[path = "../tests/support/harness.rs"]
+mod harness;
 
 use std::path::Path;
 use std::process::Stdio;
@@ -17,9 +17,6 @@ use actors::{EventKind, LogSpec, ServerSpec, ServerState, SupervisorConfig, Supe
 use anyhow::{Context, bail};
 use tokio::io::AsyncReadExt;
 use tokio::sync::broadcast::error::RecvError;
-
-/// The ticking child of the idle benchmark: one line a second on stderr.
-const TICKER: &str = "while :; do echo tick >&2; sleep 1; done";
 
 /// The restart bench's child: exits at once (status 0, restarted because the mode is `always`).
 const QUICK_EXIT: &str = "/bin/true";
@@ -76,16 +73,9 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// 500 servers take about 2,500 descriptors (about 5 each); a low soft limit must not be what is measured.
+/// 500 servers take about 2,500 descriptors; a low soft limit must not be what is measured.
 fn raise_nofile_limit() {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -141,8 +131,7 @@ fn restart_forever() -> anyhow::Result<policy::RestartPolicy> {
 
 fn spec(id: &str, dir: &Path, command: Vec<String>, marker: &str) -> ServerSpec {
     let mut spec = ServerSpec::new(id, command, dir, LogSpec::in_dir(dir.join("logs").join(id)));
-    spec.env =
-        vec![("PATH".into(), actors::process::DEFAULT_PATH.into()), ("HIVEHOST_BENCH_MARK".into(), marker.into())];
+    spec.env = vec![("PATH".into(), actors::process::DEFAULT_PATH.into()), (harness::MARK.into(), marker.into())];
     spec.shutdown_timeout = Duration::from_secs(5);
     spec
 }
@@ -150,7 +139,7 @@ fn spec(id: &str, dir: &Path, command: Vec<String>, marker: &str) -> ServerSpec 
 /// Restarts `/bin/true` `warmup + n` times, with `neighbours` idle ticking servers running beside it.
 async fn hivehost_restarts(dir: &Path, warmup: usize, n: usize, neighbours: usize) -> anyhow::Result<RestartFigures> {
     let sup = SupervisorHandle::spawn(SupervisorConfig::default()).await?;
-    let ticker = vec!["/bin/sh".to_owned(), "-c".to_owned(), TICKER.to_owned()];
+    let ticker = vec!["/bin/sh".to_owned(), "-c".to_owned(), harness::TICKER.to_owned()];
     for i in 0..neighbours {
         let id = format!("neighbour-{i:03}");
         sup.add(spec(&id, dir, ticker.clone(), "restart-neighbour")).await?;
@@ -260,10 +249,10 @@ async fn bare_idle(n: usize, restarts: Option<(usize, usize)>) -> anyhow::Result
     for _ in 0..n {
         #[allow(clippy::disallowed_methods, reason = "the baseline spawns its children directly, without hivehost")]
         let mut cmd = tokio::process::Command::new("/bin/sh");
-        cmd.args(["-c", TICKER])
+        cmd.args(["-c", harness::TICKER])
             .env_clear()
             .env("PATH", actors::process::DEFAULT_PATH)
-            .env("HIVEHOST_BENCH_MARK", &marker)
+            .env(harness::MARK, &marker)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -297,15 +286,7 @@ async fn bare_idle(n: usize, restarts: Option<(usize, usize)>) -> anyhow::Result
         drain.await?;
     }
     let stop = stopping.elapsed();
-    Ok((
-        IdleFigures {
-            spawned: start,
-            start,
-            stop,
-            survivors: procs::marked(&format!("HIVEHOST_BENCH_MARK={marker}")).len(),
-        },
-        loaded,
-    ))
+    Ok((IdleFigures { spawned: start, start, stop, survivors: harness::marked(&marker).len() }, loaded))
 }
 
 async fn hivehost_idle(dir: &Path, n: usize) -> anyhow::Result<IdleFigures> {
@@ -313,7 +294,9 @@ async fn hivehost_idle(dir: &Path, n: usize) -> anyhow::Result<IdleFigures> {
     let sup =
         SupervisorHandle::spawn(SupervisorConfig { max_servers: n.max(1), ..SupervisorConfig::default() }).await?;
     let specs: Vec<ServerSpec> = (0..n)
-        .map(|i| spec(&format!("idle-{i:03}"), dir, vec!["/bin/sh".into(), "-c".into(), TICKER.into()], &marker))
+        .map(|i| {
+            spec(&format!("idle-{i:03}"), dir, vec!["/bin/sh".into(), "-c".into(), harness::TICKER.into()], &marker)
+        })
         .collect();
     let mut events = sup.subscribe();
     let poller = sup.clone();
@@ -354,7 +337,7 @@ async fn hivehost_idle(dir: &Path, n: usize) -> anyhow::Result<IdleFigures> {
     let stopping = Instant::now();
     sup.shutdown().await?;
     let stop = stopping.elapsed();
-    Ok(IdleFigures { spawned, start, stop, survivors: procs::marked(&format!("HIVEHOST_BENCH_MARK={marker}")).len() })
+    Ok(IdleFigures { spawned, start, stop, survivors: harness::marked(&marker).len() })
 }
 
 // ---------------------------------------------------------------------------------------------

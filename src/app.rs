@@ -40,10 +40,6 @@ impl App {
         &self.supervisor
     }
 
-    pub fn config(&self) -> &config::HostConfig {
-        &self.config
-    }
-
     /// Adds every server directory found in `servers_dir` and starts those whose config says
     /// `autostart`. A broken server is reported and skipped; it never stops the others.
     pub async fn load_servers(&self) {

@@ -5,45 +5,12 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-#[path = "support/procs.rs"]
-mod procs;
+#[path = "support/harness.rs"]
+mod harness;
 
-use procs::{healthz, marked};
+use harness::{healthz, marked, write_config, write_server};
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// Writes a config whose data lives in `dir` and whose HTTP side listens on 127.0.0.1:0.
-fn write_config(dir: &Path) -> std::path::PathBuf {
-    let config = serde_json::json!({
-        "mcp_hosting": {
-            "servers_dir": dir.join("servers"),
-            "uploads_dir": dir.join("uploads"),
-            "logs_dir": dir.join("logs"),
-            "state_dir": dir.join("state"),
-            "database": dir.join("hivehost.db"),
-            "max_servers": 100,
-            "dashboard": { "host": "127.0.0.1", "port": 0 },
-            "auth": { "token_file": dir.join("api_token") },
-            "supervisor": { "shutdown_timeout": 30 }
-        }
-    });
-    let path = dir.join("config.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-    path
-}
-
-fn write_server(dir: &Path, id: &str, marker: &str) {
-    let server = dir.join("servers").join(id);
-    std::fs::create_dir_all(&server).unwrap();
-    let cfg = serde_json::json!({
-        "name": id,
-        "command": ["/bin/sh", "-c", "while :; do echo tick >&2; sleep 1; done"],
-        "environment": { "HIVEHOST_TEST_MARK": marker },
-        "autostart": true,
-        "shutdown_timeout": 5
-    });
-    std::fs::write(server.join("server_config.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
-}
 
 /// Starts the binary; returns it and the address it listens on (read from its log).
 fn start_serve(dir: &Path, config: &Path) -> (Child, String) {
@@ -86,12 +53,12 @@ fn sigterm_stops_fifty_servers_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let marker = format!("serve-{}", std::process::id());
     for n in 0..50 {
-        write_server(dir.path(), &format!("server-{n:02}"), &marker);
+        write_server(dir.path(), &format!("server-{n:02}"), &marker).unwrap();
     }
-    let config = write_config(dir.path());
+    let config = write_config(dir.path(), 100, 5).unwrap();
     let (mut child, addr) = start_serve(dir.path(), &config);
     wait_until("all 50 servers run", || healthz(&addr).is_some_and(|h| h["running"] == 50));
-    assert!(marked(&format!("HIVEHOST_TEST_MARK={marker}")).len() >= 50, "every server has a process");
+    assert!(marked(&marker).len() >= 50, "every server has a process");
     // SAFETY: kill(2) on the pid of the child this test started.
     unsafe {
         libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
@@ -102,7 +69,7 @@ fn sigterm_stops_fifty_servers_and_exits_zero() {
         status.is_some()
     });
     assert_eq!(status.unwrap().code(), Some(0), "a requested shutdown exits 0");
-    assert_eq!(marked(&format!("HIVEHOST_TEST_MARK={marker}")), Vec::<u32>::new(), "no hosted process is left behind");
+    assert_eq!(marked(&marker), Vec::<u32>::new(), "no hosted process is left behind");
 }
 
 #[test]

@@ -388,8 +388,14 @@ fn on_exited(myself: &ActorRef<ServerMsg>, state: &mut ServerState, kind: policy
     let me = myself.clone();
     if state.stopping || state.kill_reason.is_some() {
         // Nothing of a stopped tree may survive: kill it all, then collect the last lines.
+        let supervisor = state.supervisor.clone();
+        let (id, generation) = (state.spec.id.clone(), state.generation);
         state.tasks.push(tokio::spawn(async move {
-            control.kill().await;
+            let report = control.kill().await;
+            if report.survivors > 0 {
+                let message = format!("{} processes of its tree survived SIGKILL", report.survivors);
+                let _ = supervisor.cast(SupervisorMsg::Incident { id, generation, message });
+            }
             gate.wait(STOP_DRAIN).await;
             let _ = me.cast(ServerMsg::Finish(outcome));
         }));

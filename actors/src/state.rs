@@ -28,11 +28,6 @@ impl ServerState {
             ServerState::Failed => "failed",
         }
     }
-
-    /// Whether an incarnation (a process) exists in this state.
-    pub fn has_process(self) -> bool {
-        matches!(self, ServerState::Starting | ServerState::Running | ServerState::Unhealthy | ServerState::Stopping)
-    }
 }
 
 impl fmt::Display for ServerState {

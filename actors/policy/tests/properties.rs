@@ -409,6 +409,34 @@ struct Scenario {
     steps: Vec<(Gap, Event)>,
 }
 
+/// A config from its fields, in declaration order.
+#[allow(clippy::type_complexity, reason = "the tuple is exactly what the strategies generate")]
+fn policy_config(
+    (mode, max_restarts, window, delay, backoff, multiplier, cap, jitter, reset): (
+        RestartMode,
+        u32,
+        u64,
+        u64,
+        Backoff,
+        f64,
+        u64,
+        f64,
+        u64,
+    ),
+) -> PolicyConfig {
+    PolicyConfig {
+        mode,
+        max_restarts,
+        restart_window_ms: window,
+        restart_delay_ms: delay,
+        backoff,
+        backoff_multiplier: multiplier,
+        max_restart_delay_ms: cap,
+        jitter,
+        reset_after_ms: reset,
+    }
+}
+
 fn mode() -> impl Strategy<Value = RestartMode> {
     prop_oneof![
         1 => Just(RestartMode::Never),
@@ -434,16 +462,8 @@ fn sequence_config(max_restarts: impl Strategy<Value = u32>) -> impl Strategy<Va
         prop_oneof![Just(0.0), Just(0.25), Just(0.5), Just(1.0)],
         prop_oneof![1u64..=10, 1u64..=200_000],
     )
-        .prop_map(|(mode, max_restarts, window, delay, backoff, multiplier, extra, jitter, reset)| PolicyConfig {
-            mode,
-            max_restarts,
-            restart_window_ms: window,
-            restart_delay_ms: delay,
-            backoff,
-            backoff_multiplier: multiplier,
-            max_restart_delay_ms: delay + extra,
-            jitter,
-            reset_after_ms: reset,
+        .prop_map(|(mode, max_restarts, window, delay, backoff, multiplier, extra, jitter, reset)| {
+            policy_config((mode, max_restarts, window, delay, backoff, multiplier, delay + extra, jitter, reset))
         })
 }
 
@@ -576,17 +596,7 @@ fn raw_config() -> impl Strategy<Value = PolicyConfig> {
         float(vec![f64::NAN, f64::NEG_INFINITY, -0.1, 0.0, 0.5, 1.0, 1.0001]),
         prop_oneof![Just(0u64), any::<u64>()],
     )
-        .prop_map(|(mode, max_restarts, window, delay, backoff, multiplier, cap, jitter, reset)| PolicyConfig {
-            mode,
-            max_restarts,
-            restart_window_ms: window,
-            restart_delay_ms: delay,
-            backoff,
-            backoff_multiplier: multiplier,
-            max_restart_delay_ms: cap,
-            jitter,
-            reset_after_ms: reset,
-        })
+        .prop_map(policy_config)
 }
 
 /// The fields whose invariant `c` breaks, in the order validation reports them.

@@ -1,0 +1,78 @@
+//! Helpers shared by the end-to-end tests and the benchmarks (included with `#[path]`): a data
+//! directory with ticking servers for `hivehost serve`, /proc checks for the processes a run
+//! created, and a plain-TCP `/healthz` probe.
+
+#![allow(dead_code, reason = "each includer uses the part it needs")]
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The environment variable that marks every process a run created, so /proc checks find them.
+pub(crate) const MARK: &str = "HIVEHOST_MARK";
+
+/// A child that prints a line a second on stderr: an idle hosted server.
+pub(crate) const TICKER: &str = "while :; do echo tick >&2; sleep 1; done";
+
+/// Writes a config whose data lives in `dir`, with the HTTP side on 127.0.0.1:0.
+pub(crate) fn write_config(dir: &Path, max_servers: usize, metrics_interval_s: u64) -> std::io::Result<PathBuf> {
+    let config = serde_json::json!({
+        "mcp_hosting": {
+            "servers_dir": dir.join("servers"),
+            "uploads_dir": dir.join("uploads"),
+            "logs_dir": dir.join("logs"),
+            "state_dir": dir.join("state"),
+            "database": dir.join("hivehost.db"),
+            "max_servers": max_servers,
+            "metrics_interval": metrics_interval_s,
+            "dashboard": { "host": "127.0.0.1", "port": 0 },
+            "auth": { "token_file": dir.join("api_token") },
+            "supervisor": { "shutdown_timeout": 30 }
+        }
+    });
+    std::fs::create_dir_all(dir.join("servers"))?;
+    let path = dir.join("config.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
+    Ok(path)
+}
+
+/// Writes a server directory `id` running [`TICKER`] at boot, its processes marked with `marker`.
+pub(crate) fn write_server(dir: &Path, id: &str, marker: &str) -> std::io::Result<()> {
+    let server = dir.join("servers").join(id);
+    std::fs::create_dir_all(&server)?;
+    let cfg = serde_json::json!({
+        "name": id,
+        "command": ["/bin/sh", "-c", TICKER],
+        "environment": { MARK: marker },
+        "autostart": true,
+        "shutdown_timeout": 5
+    });
+    std::fs::write(server.join("server_config.json"), serde_json::to_vec(&cfg)?)
+}
+
+/// Pids of live (not zombie) processes whose environment has [`MARK`] set to `marker`.
+pub(crate) fn marked(marker: &str) -> Vec<u32> {
+    let assignment = format!("{MARK}={marker}");
+    let mut found = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return found };
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map_or(true, |s| s.rfind(')').is_some_and(|at| s[at + 1..].trim_start().starts_with(['Z', 'X'])));
+        if !zombie && environ.split(|b| *b == 0).any(|var| var == assignment.as_bytes()) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// GET /healthz over plain TCP; `None` until it answers with JSON.
+pub(crate) fn healthz(addr: &str) -> Option<serde_json::Value> {
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).ok()?;
+    serde_json::from_str(body.split("\r\n\r\n").nth(1)?).ok()
+}
