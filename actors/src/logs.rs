@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use crate::process::Pipe;
 
 pub(crate) use writer::LogWriter;
+use writer::Target;
 
 /// Which pipe a line came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,13 +90,12 @@ pub(crate) struct LogBook {
     dropped: AtomicU64,
     /// Bytes handed to the disk writer and not yet written.
     pending: Arc<AtomicUsize>,
-    dir: Arc<std::path::Path>,
+    target: Arc<Target>,
     writer: LogWriter,
 }
 
 impl LogBook {
     pub(crate) fn new(spec: &crate::spec::LogSpec, writer: LogWriter) -> LogBook {
-        writer.configure(&spec.dir, spec.max_file_bytes, spec.max_files);
         LogBook {
             ring: Mutex::new(VecDeque::new()),
             capacity: spec.ring_lines.max(1),
@@ -105,7 +105,12 @@ impl LogBook {
             truncated: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             pending: Arc::new(AtomicUsize::new(0)),
-            dir: Arc::from(spec.dir.as_path()),
+            target: Arc::new(Target {
+                dir: spec.dir.clone(),
+                max_file_bytes: spec.max_file_bytes,
+                max_files: spec.max_files,
+                closed: std::sync::atomic::AtomicBool::new(false),
+            }),
             writer,
         }
     }
@@ -135,9 +140,9 @@ impl LogBook {
         }
     }
 
-    /// Closes the server's files; called when the server is deleted.
+    /// Lets the writer close the server's file (within a second); called when the server is deleted.
     pub(crate) fn close(&self) {
-        self.writer.close(&self.dir);
+        self.target.closed.store(true, Ordering::Relaxed);
     }
 
     /// Takes one chunk read from a pipe: complete lines go to the ring, subscribers and disk.
@@ -259,7 +264,7 @@ impl LogBook {
         }
         let len = disk.len();
         if self.pending.load(Ordering::Relaxed) + len > MAX_PENDING_BYTES
-            || !self.writer.write(&self.dir, disk, self.pending.clone())
+            || !self.writer.write(&self.target, disk, self.pending.clone())
         {
             self.dropped.fetch_add(n_lines as u64, Ordering::Relaxed);
         }

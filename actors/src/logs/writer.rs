@@ -9,8 +9,8 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 
 /// The name of the file being written; rotated ones get `.1`, `.2`, ...
 pub(crate) const CURRENT: &str = "current.log";
@@ -18,10 +18,24 @@ pub(crate) const CURRENT: &str = "current.log";
 /// Queue length of the writer, in chunks.
 const QUEUE: usize = 4096;
 
+/// How often the writer, when idle, closes the files of deleted servers.
+const SWEEP: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Where one server's logs go and how they rotate; shared by its log book and the writer.
+///
+/// Settings travel with every chunk, so nothing ever has to be sent ahead of the data: no sender
+/// (an actor among them) ever waits for room in the queue.
+#[derive(Debug)]
+pub(crate) struct Target {
+    pub(crate) dir: PathBuf,
+    pub(crate) max_file_bytes: u64,
+    pub(crate) max_files: u32,
+    /// Set when the server is deleted; the writer then closes its file.
+    pub(crate) closed: AtomicBool,
+}
+
 enum Job {
-    Configure { dir: PathBuf, max_file_bytes: u64, max_files: u32 },
-    Write { dir: Arc<Path>, bytes: Vec<u8>, pending: Arc<AtomicUsize> },
-    Close { dir: PathBuf },
+    Write { target: Arc<Target>, bytes: Vec<u8>, pending: Arc<AtomicUsize> },
     Flush { done: std::sync::mpsc::Sender<()> },
 }
 
@@ -39,16 +53,11 @@ impl LogWriter {
         Ok(LogWriter { tx })
     }
 
-    pub(crate) fn configure(&self, dir: &Path, max_file_bytes: u64, max_files: u32) {
-        // Configuration must not be lost: block for a place in the queue.
-        let _ = self.tx.send(Job::Configure { dir: dir.to_path_buf(), max_file_bytes, max_files });
-    }
-
-    /// Queues `bytes` for `dir`; false if the queue is full (the caller drops and counts them).
-    pub(crate) fn write(&self, dir: &Arc<Path>, bytes: Vec<u8>, pending: Arc<AtomicUsize>) -> bool {
+    /// Queues `bytes` for `target`; false if the queue is full (the caller drops and counts them).
+    pub(crate) fn write(&self, target: &Arc<Target>, bytes: Vec<u8>, pending: Arc<AtomicUsize>) -> bool {
         let len = bytes.len();
         pending.fetch_add(len, Ordering::Relaxed);
-        match self.tx.try_send(Job::Write { dir: dir.clone(), bytes, pending }) {
+        match self.tx.try_send(Job::Write { target: target.clone(), bytes, pending }) {
             Ok(()) => true,
             Err(
                 TrySendError::Full(Job::Write { pending, .. }) | TrySendError::Disconnected(Job::Write { pending, .. }),
@@ -60,11 +69,7 @@ impl LogWriter {
         }
     }
 
-    pub(crate) fn close(&self, dir: &Path) {
-        let _ = self.tx.send(Job::Close { dir: dir.to_path_buf() });
-    }
-
-    /// Waits until everything queued before this call is written.
+    /// Waits until everything queued before this call is written; blocking, so never from an actor.
     pub(crate) fn flush(&self) {
         let (done, wait) = std::sync::mpsc::channel();
         if self.tx.send(Job::Flush { done }).is_ok() {
@@ -74,50 +79,49 @@ impl LogWriter {
 }
 
 struct Sink {
-    max_file_bytes: u64,
-    max_files: u32,
+    target: Arc<Target>,
     file: Option<File>,
     size: u64,
 }
 
 fn run(rx: Receiver<Job>) {
     let mut sinks: HashMap<PathBuf, Sink> = HashMap::new();
-    while let Ok(job) = rx.recv() {
-        match job {
-            Job::Configure { dir, max_file_bytes, max_files } => {
-                let sink = sinks.entry(dir).or_insert(Sink { max_file_bytes, max_files, file: None, size: 0 });
-                sink.max_file_bytes = max_file_bytes.max(1);
-                sink.max_files = max_files.max(1);
-            }
-            Job::Write { dir, bytes, pending } => {
+    loop {
+        match rx.recv_timeout(SWEEP) {
+            Ok(Job::Write { target, bytes, pending }) => {
                 let len = bytes.len();
-                // The common case finds its sink without allocating a key.
-                if !sinks.contains_key(&*dir) {
-                    sinks.insert(
-                        dir.to_path_buf(),
-                        Sink { max_file_bytes: 10 << 20, max_files: 5, file: None, size: 0 },
-                    );
+                let dir = target.dir.as_path();
+                // The common case finds its sink without allocating a key; a server re-added in the
+                // same directory brings new settings and reopens the file.
+                match sinks.get_mut(dir) {
+                    Some(sink) if Arc::ptr_eq(&sink.target, &target) => {}
+                    _ => {
+                        sinks.insert(dir.to_path_buf(), Sink { target: target.clone(), file: None, size: 0 });
+                    }
                 }
-                if let Some(sink) = sinks.get_mut(&*dir)
-                    && let Err(err) = sink.write(&dir, &bytes)
+                if let Some(sink) = sinks.get_mut(dir)
+                    && let Err(err) = sink.write(&bytes)
                 {
                     tracing::warn!(dir = %dir.display(), error = %err, "writing a log file failed");
                     sink.file = None;
                 }
                 pending.fetch_sub(len, Ordering::Relaxed);
             }
-            Job::Close { dir } => {
-                sinks.remove(&dir);
-            }
-            Job::Flush { done } => {
+            Ok(Job::Flush { done }) => {
                 let _ = done.send(());
             }
+            Err(RecvTimeoutError::Timeout) => {
+                sinks.retain(|_, sink| !sink.target.closed.load(Ordering::Relaxed));
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
         }
     }
 }
 
 impl Sink {
-    fn write(&mut self, dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let target = self.target.clone();
+        let dir = target.dir.as_path();
         if self.file.is_none() {
             std::fs::create_dir_all(dir)?;
             let path = dir.join(CURRENT);
@@ -125,7 +129,7 @@ impl Sink {
             self.size = file.metadata()?.len();
             self.file = Some(file);
         }
-        if self.size > 0 && self.size + bytes.len() as u64 > self.max_file_bytes {
+        if self.size > 0 && self.size + bytes.len() as u64 > target.max_file_bytes.max(1) {
             self.rotate(dir)?;
         }
         if let Some(file) = self.file.as_mut() {
@@ -141,7 +145,7 @@ impl Sink {
         let name = |n: u32| {
             if n == 0 { dir.join(CURRENT) } else { dir.join(format!("{CURRENT}.{n}")) }
         };
-        let keep = self.max_files.saturating_sub(1);
+        let keep = self.target.max_files.max(1).saturating_sub(1);
         let _ = std::fs::remove_file(name(keep.max(1)));
         for n in (0..keep).rev() {
             let from = name(n);
