@@ -25,6 +25,8 @@ pub(crate) struct Snapshot {
     /// When the refresh that produced it began.
     pub(crate) taken: Instant,
     pub(crate) procs: HashMap<u32, ProcInfo>,
+    /// Each parent's children, built once per snapshot for every tree that walks it.
+    pub(crate) children: HashMap<u32, Vec<u32>>,
 }
 
 /// The process table, refreshed on demand; concurrent callers share one refresh.
@@ -43,7 +45,7 @@ struct Inner {
 
 impl ProcTable {
     pub(crate) fn new() -> ProcTable {
-        let empty = Arc::new(Snapshot { taken: Instant::now(), procs: HashMap::new() });
+        let empty = Arc::new(Snapshot { taken: Instant::now(), procs: HashMap::new(), children: HashMap::new() });
         let system = System::new().map_err(|err| tracing::error!(error = %err, "cannot read the process table")).ok();
         ProcTable { inner: Mutex::new(Inner { system, latest: empty }) }
     }
@@ -60,9 +62,9 @@ impl ProcTable {
         };
         let refreshed = tokio::task::spawn_blocking(move || refresh(system)).await;
         match refreshed {
-            Ok((system, procs)) => {
+            Ok((system, procs, children)) => {
                 inner.system = Some(system);
-                inner.latest = Arc::new(Snapshot { taken, procs });
+                inner.latest = Arc::new(Snapshot { taken, procs, children });
             }
             Err(err) => {
                 tracing::error!(error = %err, "process table refresh failed");
@@ -73,10 +75,10 @@ impl ProcTable {
     }
 }
 
-fn refresh(mut system: System) -> (System, HashMap<u32, ProcInfo>) {
+fn refresh(mut system: System) -> (System, HashMap<u32, ProcInfo>, HashMap<u32, Vec<u32>>) {
     let kind = ProcessRefreshKind::nothing().with_cpu().with_memory();
     system.refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
-    let procs = system
+    let procs: HashMap<u32, ProcInfo> = system
         .processes()
         .iter()
         .filter(|(_, proc_)| proc_.thread_kind().is_none())
@@ -92,5 +94,9 @@ fn refresh(mut system: System) -> (System, HashMap<u32, ProcInfo>) {
             (pid.as_u32(), info)
         })
         .collect();
-    (system, procs)
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for (pid, info) in &procs {
+        children.entry(info.ppid).or_default().push(*pid);
+    }
+    (system, procs, children)
 }

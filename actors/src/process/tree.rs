@@ -102,10 +102,6 @@ impl Tree {
                     .map(|(pid, _)| *pid),
             );
         }
-        let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-        for (pid, info) in &snap.procs {
-            children.entry(info.ppid).or_default().push(*pid);
-        }
         let mut seen = HashSet::new();
         let mut stack = seeds;
         let mut alive = Vec::new();
@@ -119,7 +115,7 @@ impl Tree {
                 alive.push(pid);
                 tracked.insert(pid, info.start_time);
             }
-            if let Some(kids) = children.get(&pid) {
+            if let Some(kids) = snap.children.get(&pid) {
                 stack.extend(kids.iter().copied());
             }
         }
