@@ -2,7 +2,7 @@
 //!
 //! Run with `cargo bench --bench flood`. The writer is `dd bs=100` reading a prepared file of
 //! 100-byte lines, so every line is one write(2), as an unbuffered C `stderr` does. The two baselines
-//! run alternately five times each, then hivehost five times, and the median counts. Without `--bench` it runs a smoke version.
+//! and hivehost take turns five times, each after a sync(2), and the median counts. Without `--bench` it runs a smoke version.
 
 use std::fs::File;
 use std::path::Path;
@@ -49,22 +49,32 @@ fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let input = dir.path().join("lines");
     std::fs::write(&input, LINE.repeat(sizes.lines))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let (mut null, mut cat, mut hive) = (Vec::new(), Vec::new(), Vec::new());
-    // Baselines first, alternating: once a supervisor has run in this process, its sweep of
-    // unowned children (what a dead server leaves) would take the baselines' writers for its own.
-    for _ in 0..sizes.runs {
+    // The three ways take turns, each after a `sync`, so the write-back of one run's 100 MB falls on
+    // no other run. Each hivehost run has a runtime of its own, dropped before the next baseline:
+    // a supervisor's reaper and its delayed sweeps of unowned children would otherwise take a
+    // baseline's writer for what a dead server left behind.
+    for run in 0..sizes.runs {
+        sync();
         null.push(to_dev_null(&input)?);
+        sync();
         cat.push(into_cat(&input, &dir.path().join("cat.out"))?);
         let _ = std::fs::remove_file(dir.path().join("cat.out"));
-    }
-    for run in 0..sizes.runs {
+        sync();
         let logs = dir.path().join(format!("logs-{run}"));
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         hive.push(runtime.block_on(under_hivehost(&input, dir.path(), &logs))?);
+        runtime.shutdown_timeout(Duration::from_secs(5));
         let _ = std::fs::remove_dir_all(&logs);
     }
     print(&null, &cat, &hive, &sizes, full);
     Ok(())
+}
+
+/// Writes every dirty page back, so no run pays for the previous one's write-back.
+fn sync() {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
 }
 
 fn dd(input: &Path) -> [String; 4] {
@@ -167,7 +177,7 @@ fn print(null: &[Run], cat: &[Run], hive: &[HiveRun], sizes: &Sizes, full: bool)
     let megabytes = (sizes.lines * LINE.len()) as f64 / 1e6;
     println!("\nlog flood: dd bs=100 writes {megabytes:.0} MB in {} lines of 100 bytes to stderr{note}", sizes.lines);
     println!(
-        "median of {} runs each (baselines alternating, then hivehost); speed = MB / time until the writer's exit is seen\n",
+        "median of {} runs each (the three ways in turn, each after sync); speed = MB / time until the writer's exit is seen\n",
         sizes.runs
     );
     let writer = |runs: &[Run]| median(runs.iter().map(|r| r.writer).collect());

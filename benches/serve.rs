@@ -53,7 +53,10 @@ fn main() -> anyhow::Result<()> {
     let loaded = phase(sizes.servers, 5, &sizes).context("the phase with servers")?;
     // A diagnosis, not a target: the same servers with the metrics samplers (nearly) never ticking.
     let quiet = phase(sizes.servers, 3600, &sizes).context("the phase with servers and no sampling")?;
+    // The same-run reference: the issue's minimal pidfd-driven supervisor, in Python.
+    let reference = minimal_supervisor(&sizes).context("the minimal supervisor reference")?;
     print(&empty, &loaded, &quiet, &sizes, full);
+    print_reference(&reference, &loaded);
     if [&empty, &loaded, &quiet].iter().any(|p| p.exit_code != Some(0)) {
         bail!("hivehost did not exit 0 on SIGTERM");
     }
@@ -108,6 +111,103 @@ fn phase(servers: usize, metrics_interval_s: u64, sizes: &Sizes) -> anyhow::Resu
         exit_code: exit.code(),
         survivors: harness::marked(&marker).len(),
     })
+}
+
+/// What the reference supervisor measured.
+struct Reference {
+    ready: Duration,
+    rss_kib: u64,
+    cpu_percent: f64,
+    stop: Duration,
+    survivors: usize,
+}
+
+/// Runs `benches/reference/minimal_supervisor.py` over the same ticking children and measures it
+/// exactly as a phase measures hivehost.
+fn minimal_supervisor(sizes: &Sizes) -> anyhow::Result<Reference> {
+    let dir = tempfile::tempdir()?;
+    let marker = format!("serve-bench-reference-{}", std::process::id());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/reference/minimal_supervisor.py");
+    let started = Instant::now();
+    #[allow(clippy::disallowed_methods, reason = "the bench starts the reference supervisor")]
+    let mut cmd = std::process::Command::new("python3");
+    // The children's environment is the script's own; the marker goes on the command line instead.
+    let ticker = format!(": {marker}; {}", harness::TICKER);
+    let mut child = cmd
+        .arg(&script)
+        .arg(dir.path().join("logs"))
+        .arg(sizes.servers.to_string())
+        .args(["/bin/sh", "-c", &ticker])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting python3")?;
+    let pid = child.id();
+    let mut stdout = BufReader::new(child.stdout.take().context("the reference's stdout")?);
+    let mut line = String::new();
+    stdout.read_line(&mut line)?;
+    if line.trim() != "ready" {
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("the reference supervisor did not start: {line:?}");
+    }
+    let ready = started.elapsed();
+    std::thread::sleep(sizes.settle);
+    let ticks_before = cpu_ticks(pid)?;
+    let window_start = Instant::now();
+    std::thread::sleep(sizes.window);
+    let ticks = cpu_ticks(pid)? - ticks_before;
+    let cpu_percent = ticks as f64 / clock_ticks_per_second() / window_start.elapsed().as_secs_f64() * 100.0;
+    let rss_kib = proc_status(pid)?.rss_kib;
+    let stopping = Instant::now();
+    // SAFETY: kill(2) on the pid of the child this bench started and has not reaped.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGTERM);
+    }
+    let exit = wait_exit(&mut child)?;
+    let stop = stopping.elapsed();
+    if !exit.success() {
+        bail!("the reference supervisor exited with {exit}");
+    }
+    let survivors = cmdline_marked(&marker);
+    Ok(Reference { ready, rss_kib, cpu_percent, stop, survivors })
+}
+
+/// Live processes whose command line contains `marker`.
+fn cmdline_marked(marker: &str) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
+    dir.flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.parse::<u32>().is_ok()))
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| c.windows(marker.len()).any(|w| w == marker.as_bytes()))
+        })
+        .count()
+}
+
+#[allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
+fn print_reference(reference: &Reference, loaded: &Phase) {
+    println!(
+        "
+same-run reference: benches/reference/minimal_supervisor.py (one Python thread, epoll, pidfds),"
+    );
+    println!(
+        "the same {} ticking children, measured the same way
+",
+        loaded.servers
+    );
+    println!("| measure | hivehost serve | minimal Python supervisor |");
+    println!("|---|---|---|");
+    println!("| own RSS | {} | {} |", mib(loaded.rss_kib), mib(reference.rss_kib));
+    println!("| CPU (% of one core) | {:.2} % | {:.2} % |", loaded.cpu_percent, reference.cpu_percent);
+    println!(
+        "| start until all running | {:.3} s | {:.3} s |",
+        loaded.ready.as_secs_f64(),
+        reference.ready.as_secs_f64()
+    );
+    println!("| SIGTERM until exit | {:.3} s | {:.3} s |", loaded.stop.as_secs_f64(), reference.stop.as_secs_f64());
+    println!("| processes left after exit | {} | {} |", loaded.survivors, reference.survivors);
 }
 
 /// Starts the binary under test; returns it, its address (from its log) and a count of its log lines.

@@ -95,8 +95,9 @@ impl Actor for MetricsSampler {
             let ring = state.args.ring.clone();
             let server = state.args.server.clone();
             let generation = state.args.generation;
-            // Half an interval of staleness lets 500 samplers share a few looks at the process table.
-            let max_age = state.args.interval / 2;
+            // A snapshot up to one interval old will do: 500 samplers then share about one look at
+            // the process table per interval (sysinfo's CPU figure is an average since the last look).
+            let max_age = state.args.interval;
             state.sampling = Some(tokio::spawn(async move {
                 let Some(usage) = control.usage(max_age).await else {
                     return;

@@ -76,7 +76,9 @@ impl ProcTable {
 }
 
 fn refresh(mut system: System) -> (System, HashMap<u32, ProcInfo>, HashMap<u32, Vec<u32>>) {
-    let kind = ProcessRefreshKind::nothing().with_cpu().with_memory();
+    // Without tasks: sysinfo would otherwise list every thread of every process as a process of its
+    // own, reading /proc/PID/task/* for each; the tree needs processes only.
+    let kind = ProcessRefreshKind::nothing().with_cpu().with_memory().without_tasks();
     system.refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
     let procs: HashMap<u32, ProcInfo> = system
         .processes()
