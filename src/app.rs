@@ -14,6 +14,7 @@ use crate::servers::{SERVER_CONFIG, spec_for};
 pub struct App {
     config: config::HostConfig,
     supervisor: actors::SupervisorHandle,
+    runtimes: crate::runtimes::Runtimes,
 }
 
 impl App {
@@ -33,7 +34,9 @@ impl App {
             launcher: None,
         })
         .await?;
-        Ok(App { config, supervisor })
+        let runtimes = crate::runtimes::Runtimes::detect();
+        tracing::info!(python = ?runtimes.python, node = ?runtimes.node, bash = ?runtimes.bash, "runtimes");
+        Ok(App { config, supervisor, runtimes })
     }
 
     pub fn supervisor(&self) -> &actors::SupervisorHandle {
@@ -79,7 +82,8 @@ impl App {
         let home = self.config.state_dir.join(id);
         std::fs::create_dir_all(&home).with_context(|| format!("creating {}", home.display()))?;
         let host_env = |name: &str| std::env::var(name).ok();
-        let (spec, warnings) = spec_for(&self.config, id, dir, &home, &parsed.value, &host_env)
+        let program = |runtime| self.runtimes.program(runtime, dir);
+        let (spec, warnings) = spec_for(&self.config, id, dir, &home, &parsed.value, &host_env, &program)
             .map_err(|errors| anyhow::anyhow!("{}: {errors}", path.display()))?;
         for warning in warnings {
             tracing::warn!(server = %id, "{}: {warning}", path.display());

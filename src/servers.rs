@@ -3,10 +3,10 @@
 //! The conversion is pure (files are read by the caller): it checks the id, expands `${NAME}` only
 //! from host variables the config allows, validates the restart policy, and lays out paths.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use actors::{HealthSpec, Limits, LogSpec, ServerSpec, Transport};
-use config::{HostConfig, ServerConfig};
+use config::{HostConfig, Runtime, ServerConfig};
 
 /// The file in a server directory that describes the server.
 pub const SERVER_CONFIG: &str = "server_config.json";
@@ -33,7 +33,8 @@ impl std::fmt::Display for SpecErrors {
 }
 
 /// Builds the spec of server `id`, whose code lies in `code_dir` (absolute) and whose writable home
-/// is `home_dir` (absolute). Returns the spec and warnings, or every error.
+/// is `home_dir` (absolute). `program` names the interpreter of a runtime for this server. Returns
+/// the spec and warnings, or every error.
 pub fn spec_for(
     host: &HostConfig,
     id: &str,
@@ -41,11 +42,29 @@ pub fn spec_for(
     home_dir: &Path,
     cfg: &ServerConfig,
     host_env: &dyn Fn(&str) -> Option<String>,
+    program: &dyn Fn(Runtime) -> Result<PathBuf, String>,
 ) -> Result<(ServerSpec, Vec<String>), SpecErrors> {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     if let Err(err) = validate_id(id) {
         errors.push(err);
+    }
+    let admitted = match config::admit(cfg, host) {
+        Ok(admitted) => {
+            warnings.extend(admitted.warnings.iter().map(ToString::to_string));
+            Some(admitted)
+        }
+        Err(refused) => {
+            errors.extend(refused.errors.iter().map(ToString::to_string));
+            None
+        }
+    };
+    let mut command = cfg.command.clone();
+    if let Some(admitted) = &admitted {
+        match program(admitted.runtime) {
+            Ok(path) => command[0] = path.display().to_string(),
+            Err(err) => errors.push(format!("command[0]: {err}")),
+        }
     }
     let allowed = |name: &str| {
         if host.env_allowlist.iter().any(|allowed| allowed == name) { host_env(name) } else { None }
@@ -98,7 +117,9 @@ pub fn spec_for(
         Some(sub) => code_dir.join(sub),
         None => code_dir.to_path_buf(),
     };
-    let (Some(policy), true) = (policy, errors.is_empty()) else { return Err(SpecErrors(errors)) };
+    let (Some(policy), Some(admitted), true) = (policy, admitted, errors.is_empty()) else {
+        return Err(SpecErrors(errors));
+    };
     let logs = LogSpec {
         dir: host.logs_dir.join(id),
         ring_lines: host.logs.ring_lines,
@@ -106,7 +127,7 @@ pub fn spec_for(
         max_file_bytes: host.logs.max_file_bytes,
         max_files: host.logs.max_files,
     };
-    let mut spec = ServerSpec::new(id, cfg.command.clone(), working_dir, logs);
+    let mut spec = ServerSpec::new(id, command, working_dir, logs);
     spec.name = cfg.name.clone();
     spec.env = env;
     spec.transport = match cfg.transport {
@@ -123,10 +144,10 @@ pub fn spec_for(
         failures_before_restart: h.failures_before_restart,
     });
     spec.limits = Limits {
-        memory_mb: cfg.resource_limits.memory_mb,
-        cpu_percent: cfg.resource_limits.cpu_percent,
-        max_processes: cfg.resource_limits.max_processes,
-        max_open_files: cfg.resource_limits.max_open_files,
+        memory_mb: Some(admitted.limits.memory_mb),
+        cpu_percent: Some(admitted.limits.cpu_percent),
+        max_processes: Some(admitted.limits.max_processes),
+        max_open_files: Some(admitted.limits.max_open_files),
     };
     spec.metrics_interval = host.metrics_interval;
     spec.metrics_history = host.metrics_history;

@@ -70,6 +70,49 @@ pub struct HostConfig {
     pub logs: LogsConfig,
     /// Host environment variables that `${NAME}` in a server's environment may expand from.
     pub env_allowlist: Vec<String>,
+    /// The most a server may ask for, and what it gets when it asks for nothing.
+    pub resource_limits: HostLimits,
+    /// How packages' dependencies are installed.
+    pub dependencies: DependenciesConfig,
+}
+
+/// `mcp_hosting.resource_limits`: the ceiling of every server's `resource_limits`, and its default.
+///
+/// A server asking for more is clamped to these (with a warning); one asking for nothing gets them.
+/// None of them can be turned off: 0 is not "unlimited" but an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostLimits {
+    /// Memory of a server's whole tree, in MiB; at least 16.
+    pub memory_mb: u64,
+    /// CPU as a percentage of one core; from 1 to 102400.
+    pub cpu_percent: u32,
+    /// Processes (and threads) of a server's tree; at least 1.
+    pub max_processes: u32,
+    /// Open files per process; at least 16.
+    pub max_open_files: u64,
+}
+
+impl Default for HostLimits {
+    fn default() -> Self {
+        Self { memory_mb: 1024, cpu_percent: 100, max_processes: 256, max_open_files: 1024 }
+    }
+}
+
+/// `mcp_hosting.dependencies`: installing a package's `requirements.txt` or `package.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DependenciesConfig {
+    /// How long one install may take before the deploy fails; above zero.
+    pub install_timeout: Duration,
+    /// Whether pip may only install wheels: a source distribution runs its own build code as hivehost.
+    pub python_only_binary: bool,
+    /// Whether npm runs packages' install scripts; off by default for the same reason.
+    pub npm_install_scripts: bool,
+}
+
+impl Default for DependenciesConfig {
+    fn default() -> Self {
+        Self { install_timeout: Duration::from_secs(300), python_only_binary: true, npm_install_scripts: false }
+    }
 }
 
 impl Default for HostConfig {
@@ -93,6 +136,8 @@ impl Default for HostConfig {
             supervisor: SupervisorConfig::default(),
             logs: LogsConfig::default(),
             env_allowlist: Vec::new(),
+            resource_limits: HostLimits::default(),
+            dependencies: DependenciesConfig::default(),
         }
     }
 }
@@ -265,6 +310,8 @@ fn read_hosting(mut o: Obj<'_>, diags: &mut Diags) -> HostConfig {
         supervisor: read_supervisor(&mut o, diags),
         logs: read_logs(&mut o, diags),
         env_allowlist: read_env_allowlist(&mut o, diags).unwrap_or(d.env_allowlist),
+        resource_limits: read_host_limits(&mut o, diags),
+        dependencies: read_dependencies(&mut o, diags),
     };
     o.finish(diags, HOSTING_HINTS);
     config
@@ -345,6 +392,35 @@ fn read_logs(parent: &mut Obj<'_>, diags: &mut Diags) -> LogsConfig {
         max_files: o.int("max_files", diags, 1, 100).unwrap_or(d.max_files),
     };
     o.finish(diags, &[]);
+    config
+}
+
+fn read_host_limits(parent: &mut Obj<'_>, diags: &mut Diags) -> HostLimits {
+    let d = HostLimits::default();
+    let Some(mut o) = parent.object("resource_limits", diags) else {
+        return d;
+    };
+    let config = HostLimits {
+        memory_mb: o.int("memory_mb", diags, 16, u64::MAX >> 20).unwrap_or(d.memory_mb),
+        cpu_percent: o.int("cpu_percent", diags, 1, 100 * 1024).unwrap_or(d.cpu_percent),
+        max_processes: o.int("max_processes", diags, 1, u64::MAX).unwrap_or(d.max_processes),
+        max_open_files: o.int("max_open_files", diags, 16, u64::MAX).unwrap_or(d.max_open_files),
+    };
+    o.finish(diags, &[("memory", "memory_mb"), ("cpu", "cpu_percent"), ("pids", "max_processes")]);
+    config
+}
+
+fn read_dependencies(parent: &mut Obj<'_>, diags: &mut Diags) -> DependenciesConfig {
+    let d = DependenciesConfig::default();
+    let Some(mut o) = parent.object("dependencies", diags) else {
+        return d;
+    };
+    let config = DependenciesConfig {
+        install_timeout: o.duration("install_timeout", diags, MinDuration::Positive).unwrap_or(d.install_timeout),
+        python_only_binary: o.bool("python_only_binary", diags).unwrap_or(d.python_only_binary),
+        npm_install_scripts: o.bool("npm_install_scripts", diags).unwrap_or(d.npm_install_scripts),
+    };
+    o.finish(diags, &[("timeout", "install_timeout")]);
     config
 }
 

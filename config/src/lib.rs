@@ -10,6 +10,7 @@
 //! Durations are written either as a JSON number of seconds (`5`, `0.25`) or as a string with a unit
 //! (`"250ms"`, `"5s"`, `"2m"`, `"1h"`; a bare `"5"` means seconds).
 
+mod admit;
 mod duration;
 mod host;
 mod reader;
@@ -23,8 +24,14 @@ use std::fmt;
 
 use serde_json::Value;
 
-pub use host::{AuthConfig, DashboardConfig, HostConfig, LogsConfig, SecurityConfig, SupervisorConfig};
-pub use server::{Backoff, HealthConfig, ResourceLimits, RestartConfig, RestartMode, ServerConfig, Transport};
+pub use admit::{Admitted, EffectiveLimits, Runtime, admit, apply_overrides};
+pub use host::{
+    AuthConfig, DashboardConfig, DependenciesConfig, HostConfig, HostLimits, LogsConfig, SecurityConfig,
+    SupervisorConfig,
+};
+pub use server::{
+    Backoff, HealthConfig, ResourceLimits, RestartConfig, RestartMode, ServerConfig, Transport, env_name_allowed,
+};
 pub use vars::expand_vars;
 
 use reader::Diags;

@@ -21,6 +21,49 @@ const MAX_ENVIRONMENT_ENTRIES: usize = 256;
 /// The largest `memory_mb` whose size in bytes still fits a `u64`.
 const MAX_MEMORY_MB: u64 = u64::MAX >> 20;
 
+/// Variables that change how a loader, interpreter or shell runs whatever it runs: a package may not
+/// set them, since they defeat what was scanned and what the runtime check allowed.
+const DENIED_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "IFS",
+    "ENV",
+    "BASH_ENV",
+    "SHELLOPTS",
+    "BASHOPTS",
+    "PS4",
+    "PROMPT_COMMAND",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONSTARTUP",
+    "PYTHONUSERBASE",
+    "PYTHONINSPECT",
+    "PYTHONEXECUTABLE",
+    "PYTHONBREAKPOINT",
+    "PYTHONSAFEPATH",
+    "NODE_OPTIONS",
+    "NODE_PATH",
+    "NODE_REPL_EXTERNAL_MODULE",
+    "NODE_EXTRA_CA_CERTS",
+    "PERL5LIB",
+    "PERL5OPT",
+    "RUBYOPT",
+    "RUBYLIB",
+    "GCONV_PATH",
+    "HOSTALIASES",
+    "LOCALDOMAIN",
+    "RESOLV_HOST_CONF",
+];
+
+/// Prefixes of variables refused for the same reason (`LD_PRELOAD`, `LD_AUDIT`, exported bash functions).
+const DENIED_ENV_PREFIXES: &[&str] = &["LD_", "DYLD_", "BASH_FUNC_", "MALLOC_"];
+
+/// Whether a package may set the variable `name`.
+pub fn env_name_allowed(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    !DENIED_ENV.contains(&upper.as_str()) && !DENIED_ENV_PREFIXES.iter().any(|p| upper.starts_with(p))
+}
+
 /// Keys users put at the top level that are spelt differently or belong to a section.
 const SERVER_HINTS: &[(&str, &str)] = &[
     ("env", "environment"),
@@ -383,6 +426,13 @@ fn read_environment(o: &mut Obj<'_>, diags: &mut Diags) -> BTreeMap<String, Stri
             diags.error(&path, "invalid variable name; use letters, digits and `_`, not starting with a digit");
             continue;
         }
+        if !env_name_allowed(key) {
+            diags.error(
+                &path,
+                "this variable changes how the runtime loads code, so packages may not set it; remove it (hivehost sets PATH and HOME itself)",
+            );
+            continue;
+        }
         // Values are never shown back: they may be secrets.
         let text = match value {
             Value::String(text) => text,
@@ -662,7 +712,14 @@ fn user(field: &Field<'_>, diags: &mut Diags) -> Option<String> {
         && text.len() <= 32
         && !body.starts_with('-')
         && body.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if valid {
+    if valid && (body == "root" || body.bytes().all(|b| b.is_ascii_digit()) && body.trim_start_matches('0').is_empty())
+    {
+        field.error(
+            diags,
+            "servers never run as root; remove the key (hivehost gives each sandboxed server a user of its own)",
+        );
+        None
+    } else if valid {
         Some(text.to_owned())
     } else {
         field.expected(

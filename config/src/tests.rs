@@ -113,8 +113,12 @@ fn shipped_config_names_every_key() {
                 "supervisor",
                 "logs",
                 "env_allowlist",
+                "resource_limits",
+                "dependencies",
             ],
         ),
+        ("resource_limits", &["memory_mb", "cpu_percent", "max_processes", "max_open_files"]),
+        ("dependencies", &["install_timeout", "python_only_binary", "npm_install_scripts"]),
         ("dashboard", &["enabled", "host", "port", "debug"]),
         ("security", &["allowed_languages", "sandbox_by_default", "max_upload_size_mb", "scan_uploads"]),
         ("auth", &["token", "token_file"]),
@@ -910,4 +914,129 @@ fn odd_values_in_every_field_never_panic() {
             let _ = parse_server_config(&text);
         }
     }
+}
+
+// The tests below cover what a package may ask of this host: runtimes, variables, users, limits.
+
+fn admitted(command: Value, limits: Value, host: &HostConfig) -> Result<Admitted, Vec<String>> {
+    let value = json!({"name": "s", "command": command, "resource_limits": limits});
+    let parsed =
+        parse_server_config_value(&value).map_err(|e| e.errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    admit(&parsed.value, host).map_err(|e| e.errors.iter().map(ToString::to_string).collect())
+}
+
+#[test]
+fn only_allowed_runtimes_named_bare_are_admitted() {
+    let host = HostConfig::default();
+    let ok: &[(Value, Runtime)] = &[
+        (json!(["python", "server.py"]), Runtime::Python),
+        (json!(["python3", "-m", "server"]), Runtime::Python),
+        (json!(["node", "dist/index.js"]), Runtime::Node),
+        (json!(["bash", "run.sh"]), Runtime::Bash),
+        (json!(["sh", "-c", "echo hi"]), Runtime::Bash),
+    ];
+    for (command, runtime) in ok {
+        assert_eq!(admitted(command.clone(), json!({}), &host).map(|a| a.runtime), Ok(*runtime), "{command}");
+    }
+    let refused: &[(Value, &str)] = &[
+        (json!(["/usr/bin/python3", "server.py"]), "command[0]: `/usr/bin/python3` is not an allowed runtime"),
+        (json!(["curl", "http://x"]), "command[0]: `curl` is not an allowed runtime"),
+        (json!(["../python", "x"]), "command[0]: `../python` is not an allowed runtime"),
+        (json!(["python", "/etc/passwd"]), "command[1]: the script path is absolute"),
+        (json!(["node", "../../other/index.js"]), "command[1]: the script path contains `..`"),
+    ];
+    for (command, want) in refused {
+        let errors = admitted(command.clone(), json!({}), &host).err().unwrap_or_default();
+        assert!(errors.iter().any(|e| e.starts_with(want)), "{command}: expected {want:?}, got {errors:?}");
+    }
+}
+
+#[test]
+fn a_language_the_host_does_not_allow_is_refused_with_the_list() {
+    let mut host = HostConfig::default();
+    host.security.allowed_languages = vec!["python".to_owned()];
+    let errors = admitted(json!(["node", "index.js"]), json!({}), &host).err().unwrap_or_default();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("node servers are not allowed on this host"), "{errors:?}");
+    assert!(errors[0].contains("[python]"), "{errors:?}");
+}
+
+#[test]
+fn resource_requests_are_clamped_to_the_host_ceiling_and_absent_ones_get_it() {
+    let host = HostConfig::default();
+    let big = admitted(json!(["python", "s.py"]), json!({"memory_mb": 999_999, "cpu_percent": 400}), &host)
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(big.limits.memory_mb, host.resource_limits.memory_mb);
+    assert_eq!(big.limits.cpu_percent, host.resource_limits.cpu_percent);
+    let warned: Vec<String> = big.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(warned.len(), 2, "{warned:?}");
+    assert!(warned[0].starts_with("resource_limits.memory_mb: 999999 is above this host's ceiling of 1024"));
+    let none = admitted(json!(["python", "s.py"]), json!({}), &host).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(none.limits.max_processes, host.resource_limits.max_processes);
+    assert!(none.warnings.is_empty());
+    let small =
+        admitted(json!(["python", "s.py"]), json!({"memory_mb": 64}), &host).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(small.limits.memory_mb, 64);
+}
+
+#[test]
+fn zero_never_means_unlimited() {
+    let errors = admitted(
+        json!(["python", "s.py"]),
+        json!({"memory_mb": 0, "max_processes": 0, "cpu_percent": 0}),
+        &HostConfig::default(),
+    )
+    .err()
+    .unwrap_or_default();
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    check_host(
+        &hosting(r#""resource_limits": {"memory_mb": 0}"#),
+        Expect::Errors(&["mcp_hosting.resource_limits.memory_mb: expected"]),
+    );
+}
+
+#[test]
+fn loader_and_interpreter_variables_are_refused() {
+    for name in [
+        "LD_PRELOAD",
+        "LD_LIBRARY_PATH",
+        "PYTHONPATH",
+        "PYTHONSTARTUP",
+        "NODE_OPTIONS",
+        "BASH_ENV",
+        "PATH",
+        "BASH_FUNC_x%%",
+        "ld_audit",
+    ] {
+        let value = json!({"name": "s", "command": ["python", "s.py"], "environment": {name: "x"}});
+        let errors = parse_server_config_value(&value).err().map(|e| e.errors).unwrap_or_default();
+        let valid_name = name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let want = if valid_name { "changes how the runtime loads code" } else { "invalid variable name" };
+        assert!(errors.iter().any(|e| e.message.contains(want)), "{name}: {errors:?}");
+    }
+    let fine = json!({"name": "s", "command": ["python", "s.py"], "environment": {"LOG_LEVEL": "info", "PYTHONUNBUFFERED": "1"}});
+    assert!(parse_server_config_value(&fine).is_ok());
+}
+
+#[test]
+fn root_is_never_a_server_user() {
+    for user in ["root", "0", "000"] {
+        let value = json!({"name": "s", "command": ["python", "s.py"], "user": user});
+        let errors = parse_server_config_value(&value).err().map(|e| e.errors).unwrap_or_default();
+        assert!(errors.iter().any(|e| e.message.starts_with("servers never run as root")), "{user}: {errors:?}");
+    }
+    let value = json!({"name": "s", "command": ["python", "s.py"], "user": "nobody"});
+    assert!(parse_server_config_value(&value).is_ok());
+}
+
+#[test]
+fn upload_arguments_override_the_file_and_merge_environment_and_limits() {
+    let mut file = json!({"name": "a", "command": ["python", "a.py"], "environment": {"A": "1", "B": "2"}, "resource_limits": {"memory_mb": 128}});
+    let over = json!({"name": "b", "command": ["python", "b.py"], "environment": {"B": "3"}, "resource_limits": {"cpu_percent": 50}, "description": null});
+    apply_overrides(&mut file, &over).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        file,
+        json!({"name": "b", "command": ["python", "b.py"], "environment": {"A": "1", "B": "3"}, "resource_limits": {"memory_mb": 128, "cpu_percent": 50}})
+    );
+    assert!(apply_overrides(&mut json!([]), &json!({})).is_err());
 }

@@ -11,7 +11,8 @@ fn parse(json: &str) -> ServerConfig {
 fn build(json: &str, allow: &[&str]) -> Result<(ServerSpec, Vec<String>), SpecErrors> {
     let host = HostConfig { env_allowlist: allow.iter().map(|s| s.to_string()).collect(), ..Default::default() };
     let lookup = |name: &str| if name == "API_KEY" { Some("secret".to_string()) } else { None };
-    spec_for(&host, "demo", Path::new("/srv/demo"), Path::new("/state/demo"), &parse(json), &lookup)
+    let program = |runtime: Runtime| Ok(PathBuf::from(format!("/opt/{runtime}")));
+    spec_for(&host, "demo", Path::new("/srv/demo"), Path::new("/state/demo"), &parse(json), &lookup, &program)
 }
 
 #[test]
@@ -27,12 +28,13 @@ fn seed_config_maps_to_a_fixed_on_failure_policy() {
     assert_eq!((policy.max_restarts, policy.restart_delay_ms, policy.restart_window_ms), (5, 5_000, 60_000));
     assert_eq!(spec.working_dir, Path::new("/srv/demo"));
     assert_eq!(spec.logs.dir, Path::new("data/mcp_logs/demo"));
+    assert_eq!(spec.command, ["/opt/python", "server.py"], "the runtime is named by the host's path");
     assert!(warnings.is_empty(), "{warnings:?}");
 }
 
 #[test]
 fn environment_is_cleared_and_expands_only_allowed_host_variables() {
-    let json = r#"{"name":"Demo","command":["x"],"environment":{"KEY":"${API_KEY}","MODE":"fast"}}"#;
+    let json = r#"{"name":"Demo","command":["python","s.py"],"environment":{"KEY":"${API_KEY}","MODE":"fast"}}"#;
     let (spec, _) = build(json, &["API_KEY"]).unwrap();
     let env: std::collections::HashMap<_, _> = spec.env.into_iter().collect();
     assert_eq!(env["KEY"], "secret");
@@ -46,8 +48,24 @@ fn environment_is_cleared_and_expands_only_allowed_host_variables() {
 
 #[test]
 fn impossible_policies_are_rejected_with_their_field() {
-    let err = build(r#"{"name":"Demo","command":["x"],"restart_delay":10,"max_restart_delay":5}"#, &[]).unwrap_err();
+    let err = build(r#"{"name":"Demo","command":["python","s.py"],"restart_delay":10,"max_restart_delay":5}"#, &[])
+        .unwrap_err();
     assert!(err.0.iter().any(|e| e.starts_with("max_restart_delay")), "{err}");
+}
+
+#[test]
+fn a_command_that_is_not_an_allowed_runtime_is_refused() {
+    let err = build(r#"{"name":"Demo","command":["/bin/sh","-c","id"]}"#, &[]).unwrap_err();
+    assert!(err.0[0].starts_with("command[0]: `/bin/sh` is not an allowed runtime"), "{err}");
+}
+
+#[test]
+fn a_runtime_missing_on_the_host_is_named() {
+    let host = HostConfig::default();
+    let program = |_: Runtime| Err("no node interpreter was found on this host".to_owned());
+    let cfg = parse(r#"{"name":"Demo","command":["node","index.js"]}"#);
+    let err = spec_for(&host, "demo", Path::new("/srv/demo"), Path::new("/s"), &cfg, &|_| None, &program).unwrap_err();
+    assert_eq!(err.0, ["command[0]: no node interpreter was found on this host"]);
 }
 
 #[test]

@@ -42,7 +42,7 @@ pub(crate) fn write_server(dir: &Path, id: &str, marker: &str) -> std::io::Resul
     std::fs::create_dir_all(&server)?;
     let cfg = serde_json::json!({
         "name": id,
-        "command": ["/bin/sh", "-c", TICKER],
+        "command": ["bash", "-c", TICKER],
         "environment": { MARK: marker },
         "autostart": true,
         "shutdown_timeout": 5
