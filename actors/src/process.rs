@@ -7,6 +7,7 @@
 //! shutdown timeout, by stopping every member with SIGSTOP until no new member appears and killing
 //! them all with SIGKILL: nothing that double-forks or calls `setsid` survives.
 
+mod job;
 mod reaper;
 mod spawn;
 mod table;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 
 use tokio::io::AsyncRead;
 
+pub use job::{Job, JobEnd, run_job};
 pub use reaper::become_subreaper;
 pub(crate) use reaper::spawn_reaper;
 pub use spawn::DEFAULT_PATH;

@@ -88,7 +88,7 @@ pub(super) fn launch(spec: &ServerSpec, generation: u64, table: &Arc<ProcTable>)
     Ok(Incarnation { pid, exit, stdin, stdout, log_pipes, control: tree })
 }
 
-fn exit_kind(status: std::process::ExitStatus) -> policy::ExitKind {
+pub(super) fn exit_kind(status: std::process::ExitStatus) -> policy::ExitKind {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(code), _) => policy::ExitKind::Code(code),
