@@ -15,11 +15,17 @@ pub struct App {
     config: config::HostConfig,
     supervisor: actors::SupervisorHandle,
     runtimes: crate::runtimes::Runtimes,
+    /// Held for the life of the platform.
+    _lock: crate::lock::DataLock,
 }
 
 impl App {
     /// Creates the data directories and starts the supervision tree.
     pub async fn start(mut config: config::HostConfig) -> anyhow::Result<App> {
+        // First of all: no second hivehost on this data directory, or every server would run twice.
+        let data_dir = config.database.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+        let lock = crate::lock::DataLock::acquire(data_dir)?;
         for dir in [&mut config.servers_dir, &mut config.uploads_dir, &mut config.logs_dir, &mut config.state_dir] {
             std::fs::create_dir_all(&*dir).with_context(|| format!("creating {}", dir.display()))?;
             // Children run elsewhere: every path they see must be absolute.
@@ -36,7 +42,7 @@ impl App {
         .await?;
         let runtimes = crate::runtimes::Runtimes::detect();
         tracing::info!(python = ?runtimes.python, node = ?runtimes.node, bash = ?runtimes.bash, "runtimes");
-        Ok(App { config, supervisor, runtimes })
+        Ok(App { config, supervisor, runtimes, _lock: lock })
     }
 
     pub fn supervisor(&self) -> &actors::SupervisorHandle {

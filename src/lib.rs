@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod lock;
 pub mod runtimes;
 pub mod servers;
 pub mod shutdown;

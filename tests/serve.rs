@@ -90,3 +90,27 @@ fn invalid_config_is_reported_with_its_path_and_exits_non_zero() {
     assert!(stderr.contains("mcp_hosting.dashboard.port"), "{stderr}");
     assert!(stderr.contains("mcp_hosting.max_servers"), "{stderr}");
 }
+
+#[test]
+fn a_second_instance_on_the_same_data_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 10, 5).unwrap();
+    let (mut first, addr) = start_serve(dir.path(), &config);
+    wait_until("the first instance answers", || healthz(&addr).is_some());
+    #[allow(clippy::disallowed_methods, reason = "the test starts the binary under test")]
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hivehost"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    // SAFETY: kill(2) on the pid of the child this test started.
+    unsafe {
+        libc::kill(first.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the second instance must not run: {stderr}");
+    assert!(stderr.contains(&format!("another hivehost (pid {}) is running", first.id())), "{stderr}");
+    assert_eq!(first.wait().unwrap().code(), Some(0), "the first instance is untouched and stops cleanly");
+}

@@ -24,6 +24,10 @@ pub struct Event {
 pub enum EventKind {
     /// The server's state changed; `reason` says why in words.
     StateChanged { from: ServerState, to: ServerState, reason: String },
+    /// An incarnation's main process started: the leader of its own session and process group.
+    /// `start_ticks` (field 22 of /proc/PID/stat) tells it apart from a later process with its pid,
+    /// so a restarted hivehost can find what a dead one left running.
+    Spawned { pid: u32, start_ticks: Option<u64> },
     /// An incarnation ended.
     Exited { pid: Option<u32>, exit: Exit },
     /// A restart was scheduled after a delay.

@@ -24,6 +24,7 @@ pub use reaper::become_subreaper;
 pub(crate) use reaper::spawn_reaper;
 pub use spawn::DEFAULT_PATH;
 pub(crate) use table::ProcTable;
+pub use table::{ProcStat, proc_stat, start_ticks};
 
 use crate::spec::ServerSpec;
 

@@ -522,6 +522,10 @@ impl SupervisorState {
                     entry.live = Some(Live { actor, generation, slot, started: SystemTime::now() });
                 }
                 let pid = self.servers.get(id).and_then(|e| e.last_pid);
+                if let Some(pid) = pid {
+                    let start_ticks = crate::process::start_ticks(pid);
+                    self.emit(id, generation, EventKind::Spawned { pid, start_ticks });
+                }
                 let reason = match pid {
                     Some(pid) => format!("{reason} (pid {pid})"),
                     None => reason.to_owned(),

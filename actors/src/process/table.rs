@@ -102,3 +102,38 @@ fn refresh(mut system: System) -> (System, HashMap<u32, ProcInfo>, HashMap<u32, 
     }
     (system, procs, children)
 }
+
+/// The fields of /proc/PID/stat that identify a process and place it in its session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcStat {
+    pub pid: u32,
+    pub ppid: u32,
+    pub pgid: u32,
+    pub sid: u32,
+    pub zombie: bool,
+    /// Field 22: clock ticks after boot at which it started; with the pid, its identity.
+    pub start_ticks: u64,
+}
+
+/// Reads /proc/PID/stat; `None` when the process is gone.
+pub fn proc_stat(pid: u32) -> Option<ProcStat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold anything: parse after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+    // `rest` starts at field 3 (state), so field N is at index N - 3.
+    let num = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+    Some(ProcStat {
+        pid,
+        ppid: u32::try_from(num(4)?).ok()?,
+        pgid: u32::try_from(num(5)?).ok()?,
+        sid: u32::try_from(num(6)?).ok()?,
+        zombie: matches!(fields.first(), Some(&"Z" | &"X")),
+        start_ticks: num(22)?,
+    })
+}
+
+/// The start time of `pid` in clock ticks after boot, if it is alive.
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    proc_stat(pid).map(|s| s.start_ticks)
+}
