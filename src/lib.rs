@@ -9,6 +9,7 @@ pub mod app;
 pub mod cli;
 pub mod servers;
 pub mod shutdown;
+pub mod store;
 pub mod telemetry;
 
 use std::future::Future;
