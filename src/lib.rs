@@ -11,6 +11,7 @@ pub mod lock;
 pub mod runtimes;
 pub mod servers;
 pub mod shutdown;
+pub mod store;
 pub mod telemetry;
 
 use std::future::Future;
