@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod package;
 pub mod servers;
 pub mod shutdown;
 pub mod telemetry;
