@@ -1,26 +1,43 @@
-//! The one facade both frontends call: it owns the supervisor handle and the host config, and turns
-//! requests into actor messages. It never holds server state of its own.
+//! The one facade both frontends call: it owns the supervisor handle, the store and the host config,
+//! and turns requests into actor messages and store writes. It holds no server state of its own:
+//! the supervisor has the live state, the store what must survive a crash.
 
-use std::future::Future;
+mod backend;
+mod deploy;
+mod janitor;
+mod recorder;
+mod recovery;
+
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
+use std::sync::Mutex;
 
 use anyhow::Context;
+use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
+pub use deploy::DeployError;
+
+use crate::runtimes::Runtimes;
 use crate::servers::{SERVER_CONFIG, spec_for};
+use crate::store::{Category, Desired, NewEvent, ServerRecord, Store};
 
 /// The running platform as the frontends see it.
 pub struct App {
     config: config::HostConfig,
     supervisor: actors::SupervisorHandle,
-    runtimes: crate::runtimes::Runtimes,
+    runtimes: Runtimes,
+    store: Store,
+    /// Ids being deployed right now, so two uploads of one name cannot race.
+    deploying: Mutex<HashSet<String>>,
+    background: Mutex<Vec<JoinHandle<()>>>,
     /// Held for the life of the platform.
     _lock: crate::lock::DataLock,
 }
 
 impl App {
-    /// Creates the data directories and starts the supervision tree.
+    /// Locks the data directory, opens the store, starts the supervision tree and kills whatever a
+    /// previous instance that died left running. Servers are loaded by [`App::load_servers`].
     pub async fn start(mut config: config::HostConfig) -> anyhow::Result<App> {
         // First of all: no second hivehost on this data directory, or every server would run twice.
         let data_dir = config.database.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -31,6 +48,10 @@ impl App {
             // Children run elsewhere: every path they see must be absolute.
             *dir = std::fs::canonicalize(&*dir).with_context(|| format!("resolving {}", dir.display()))?;
         }
+        let db = config.database.clone();
+        let store = tokio::task::spawn_blocking(move || Store::open(&db))
+            .await?
+            .with_context(|| format!("opening the store {}", config.database.display()))?;
         let supervisor = actors::SupervisorHandle::spawn(actors::SupervisorConfig {
             max_restarts: config.supervisor.max_restarts,
             restart_window: config.supervisor.restart_window,
@@ -40,74 +61,357 @@ impl App {
             launcher: None,
         })
         .await?;
-        let runtimes = crate::runtimes::Runtimes::detect();
+        let runtimes = Runtimes::detect();
         tracing::info!(python = ?runtimes.python, node = ?runtimes.node, bash = ?runtimes.bash, "runtimes");
-        Ok(App { config, supervisor, runtimes, _lock: lock })
+        let boot = recovery::boot_id();
+        // Recovery before anything starts: what a dead instance left running dies first.
+        let leftovers = store.instances().await?;
+        let killed = recovery::kill_leftovers(&leftovers, &boot).await;
+        for record in &leftovers {
+            store.clear_instance(&record.server, record.generation).await?;
+        }
+        if killed > 0 {
+            tracing::warn!(killed, "killed processes left running by a previous hivehost that died");
+            store.append_event(NewEvent {
+                at_ms: crate::store::now_ms(),
+                category: Category::Incidents,
+                server: None,
+                kind: "recovered".into(),
+                message: format!("killed {killed} processes left running by a previous hivehost that died"),
+                data: serde_json::json!({ "killed": killed }),
+            });
+        }
+        janitor::remove_staging(&config.servers_dir);
+        let recorder = tokio::spawn(recorder::run(supervisor.subscribe(), store.clone(), boot));
+        let app = App {
+            config,
+            supervisor,
+            runtimes,
+            store,
+            deploying: Mutex::new(HashSet::new()),
+            background: Mutex::new(vec![recorder]),
+            _lock: lock,
+        };
+        Ok(app)
     }
 
     pub fn supervisor(&self) -> &actors::SupervisorHandle {
         &self.supervisor
     }
 
-    /// Adds every server directory found in `servers_dir` and starts those whose config says
-    /// `autostart`. A broken server is reported and skipped; it never stops the others.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn config(&self) -> &config::HostConfig {
+        &self.config
+    }
+
+    /// Starts the janitor and the metrics recorder; they end with the platform.
+    pub fn start_background(self: &std::sync::Arc<Self>) {
+        let tasks = [tokio::spawn(janitor::run(self.clone())), tokio::spawn(janitor::record_metrics(self.clone()))];
+        self.background.lock().unwrap_or_else(|p| p.into_inner()).extend(tasks);
+    }
+
+    /// Adds every stored server, adopts server directories that have no record (placed by hand, or
+    /// a deploy cut short after its last step), and starts those whose desired state is running.
+    /// A broken server is reported and skipped; it never stops the others.
     pub async fn load_servers(&self) {
+        let records = match self.store.servers().await {
+            Ok(records) => records,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot read the servers from the store");
+                return;
+            }
+        };
+        let mut known: HashSet<String> = HashSet::new();
+        let mut start = Vec::new();
+        for record in records {
+            known.insert(record.id.clone());
+            let dir = self.config.servers_dir.join(&record.id);
+            if !dir.is_dir() {
+                self.incident(
+                    &record.id,
+                    "missing_code",
+                    format!("its code directory {} is missing; redeploy it", dir.display()),
+                );
+                continue;
+            }
+            match self.add_server(&record.id, &dir, &record.spec).await {
+                Ok(()) if record.desired == Desired::Running => start.push(record.id),
+                Ok(()) => {}
+                Err(err) => self.incident(&record.id, "not_loaded", format!("not loaded: {err:#}")),
+            }
+        }
         let dirs = match server_dirs(&self.config.servers_dir) {
             Ok(dirs) => dirs,
             Err(err) => {
                 tracing::error!(dir = %self.config.servers_dir.display(), error = %err, "cannot list the servers directory");
-                return;
+                Vec::new()
             }
         };
-        let mut autostart = Vec::new();
-        for (id, dir) in dirs {
-            match self.add_server_dir(&id, &dir).await {
-                Ok(true) => autostart.push(id),
+        for (id, dir) in dirs.into_iter().filter(|(id, _)| !known.contains(id)) {
+            match self.adopt(&id, &dir).await {
+                Ok(true) => start.push(id),
                 Ok(false) => {}
                 Err(err) => tracing::error!(server = %id, "not loaded: {err:#}"),
             }
         }
-        for id in autostart {
+        for id in start {
             if let Err(err) = self.supervisor.start(&id).await {
-                tracing::error!(server = %id, error = %err, "autostart failed");
+                tracing::error!(server = %id, error = %err, "start at boot failed");
             }
         }
     }
 
-    /// Adds the server in `dir`; returns whether it wants to start at boot.
-    async fn add_server_dir(&self, id: &str, dir: &Path) -> anyhow::Result<bool> {
+    /// Records a server directory that has no record yet; returns whether it wants to start at boot.
+    async fn adopt(&self, id: &str, dir: &Path) -> anyhow::Result<bool> {
         let path = dir.join(SERVER_CONFIG);
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let parsed = config::parse_server_config(&text).map_err(|errors| {
+        let spec: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
+        self.add_server(id, dir, &spec).await?;
+        let autostart = spec.get("autostart").and_then(serde_json::Value::as_bool).unwrap_or(false);
+        let now = crate::store::now_ms();
+        let name = spec.get("name").and_then(serde_json::Value::as_str).unwrap_or(id).to_owned();
+        let desired = if autostart { Desired::Running } else { Desired::Stopped };
+        let record = ServerRecord {
+            id: id.to_owned(),
+            name,
+            spec,
+            desired,
+            created_ms: now,
+            updated_ms: now,
+            scan: None,
+            code_dir: dir.display().to_string(),
+        };
+        self.store.put_server(record).await?;
+        Ok(autostart)
+    }
+
+    /// Adds server `id` (code in `dir`, settings `spec`) to the supervisor.
+    async fn add_server(&self, id: &str, dir: &Path, spec: &serde_json::Value) -> anyhow::Result<()> {
+        let parsed = config::parse_server_config_value(spec).map_err(|errors| {
             let all: Vec<String> = errors.errors.iter().map(ToString::to_string).collect();
-            anyhow::anyhow!("{} is invalid: {}", path.display(), all.join("; "))
+            anyhow::anyhow!("its server_config.json is invalid: {}", all.join("; "))
         })?;
         for warning in &parsed.warnings {
-            tracing::warn!(server = %id, "{}: {warning}", path.display());
+            tracing::warn!(server = %id, "{warning}");
         }
         let home = self.config.state_dir.join(id);
         std::fs::create_dir_all(&home).with_context(|| format!("creating {}", home.display()))?;
         let host_env = |name: &str| std::env::var(name).ok();
         let program = |runtime| self.runtimes.program(runtime, dir);
         let (spec, warnings) = spec_for(&self.config, id, dir, &home, &parsed.value, &host_env, &program)
-            .map_err(|errors| anyhow::anyhow!("{}: {errors}", path.display()))?;
+            .map_err(|errors| anyhow::anyhow!("{errors}"))?;
         for warning in warnings {
-            tracing::warn!(server = %id, "{}: {warning}", path.display());
+            tracing::warn!(server = %id, "{warning}");
         }
         self.supervisor.add(spec).await?;
-        Ok(parsed.value.autostart)
+        Ok(())
     }
 
-    /// Stops every server in parallel within `supervisor.shutdown_timeout`.
+    /// Deploys a package: checks, extracts, scans and installs it, moves it into place, records it,
+    /// adds it to the supervisor, and starts it when asked. Returns its id and what was found.
+    pub async fn deploy(
+        &self,
+        name: &str,
+        archive: Vec<u8>,
+        overrides: serde_json::Value,
+        start: bool,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<Deployed, DeployError> {
+        let id = deploy::id_from_name(name)?;
+        let limit = self.config.max_upload_size_bytes();
+        if archive.len() as u64 > limit {
+            return Err(DeployError::Refused(format!(
+                "the archive is {} bytes, over mcp_hosting.security.max_upload_size_mb ({} MiB)",
+                archive.len(),
+                self.config.security.max_upload_size_mb
+            )));
+        }
+        let _claim = Claim::take(&self.deploying, &id)?;
+        let existing = self.store.servers().await.map_err(|e| DeployError::Internal(e.to_string()))?;
+        if existing.iter().any(|r| r.id == id) || self.config.servers_dir.join(&id).exists() {
+            return Err(DeployError::Refused(format!(
+                "a server with id `{id}` is already deployed; delete it first, or choose another name"
+            )));
+        }
+        let max = usize::try_from(self.config.max_servers).unwrap_or(usize::MAX);
+        if existing.len() >= max {
+            return Err(DeployError::Refused(format!(
+                "{} servers are deployed, the most mcp_hosting.max_servers ({max}) allows; delete one, or raise the limit",
+                existing.len()
+            )));
+        }
+        let staged = deploy::stage(&self.config, &self.runtimes, &id, name, archive, overrides, progress).await?;
+        let dir = self.config.servers_dir.join(&id);
+        // The one step that makes it a server: a rename on one file system.
+        if let Err(err) = std::fs::rename(&staged.dir, &dir) {
+            let _ = std::fs::remove_dir_all(&staged.dir);
+            return Err(DeployError::Internal(format!("moving the package into {}: {err}", dir.display())));
+        }
+        let now = crate::store::now_ms();
+        let scan = serde_json::to_value(&staged.scan).ok();
+        let record = ServerRecord {
+            id: id.clone(),
+            name: staged.config.name.clone(),
+            spec: staged.spec.clone(),
+            desired: if start { Desired::Running } else { Desired::Stopped },
+            created_ms: now,
+            updated_ms: now,
+            scan: scan.clone(),
+            code_dir: dir.display().to_string(),
+        };
+        if let Err(err) = self.store.put_server(record).await {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(DeployError::Internal(format!("recording the server: {err}")));
+        }
+        let _ = self
+            .store
+            .append_event_durable(NewEvent {
+                at_ms: now,
+                category: Category::Infrastructure,
+                server: Some(id.clone()),
+                kind: "deployed".into(),
+                message: format!(
+                    "deployed {} ({} runtime): {}",
+                    staged.config.name,
+                    staged.runtime,
+                    staged.scan.summary()
+                ),
+                data: serde_json::json!({ "scan": scan, "warnings": staged.warnings }),
+            })
+            .await;
+        if let Err(err) = self.add_server(&id, &dir, &staged.spec).await {
+            return Err(DeployError::Internal(format!("deployed, but it could not be added: {err:#}")));
+        }
+        let mut started = None;
+        if start {
+            started = Some(self.supervisor.start(&id).await.map(|s| s.state.to_string()).map_err(|e| e.to_string()));
+        }
+        Ok(Deployed { id, scan: staged.scan, warnings: staged.warnings, installed: staged.installed, started })
+    }
+
+    /// Starts, stops or restarts a server, recording the desired state first.
+    pub async fn control(
+        &self,
+        id: &str,
+        action: dashboard::Action,
+    ) -> Result<actors::ServerStatus, actors::ActorsError> {
+        let desired = match action {
+            dashboard::Action::Stop => Desired::Stopped,
+            dashboard::Action::Start | dashboard::Action::Restart => Desired::Running,
+        };
+        // The record first: a crash between the two then errs on the side of the operator's wish.
+        if let Err(err) = self.store.set_desired(id, desired).await {
+            tracing::warn!(server = %id, error = %err, "recording the desired state failed");
+        }
+        match action {
+            dashboard::Action::Start => self.supervisor.start(id).await,
+            dashboard::Action::Stop => self.supervisor.stop(id).await,
+            dashboard::Action::Restart => self.supervisor.restart(id).await,
+        }
+    }
+
+    /// Deletes a server: stops it (`force`: kills it at once), then removes its code, state, logs
+    /// and record. Its events stay.
+    pub async fn delete(&self, id: &str, force: bool) -> Result<(), actors::ActorsError> {
+        let deleted = if force { self.supervisor.delete_now(id).await } else { self.supervisor.delete(id).await };
+        let known = self.store.server(id).await.ok().flatten().is_some();
+        match deleted {
+            Ok(()) => {}
+            Err(actors::ActorsError::NotFound(_)) if known => {}
+            Err(err) => return Err(err),
+        }
+        for dir in [&self.config.servers_dir, &self.config.state_dir, &self.config.logs_dir] {
+            let path = dir.join(id);
+            if let Err(err) = std::fs::remove_dir_all(&path)
+                && err.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::error!(path = %path.display(), error = %err, "removing a deleted server's files failed");
+            }
+        }
+        if let Err(err) = self.store.delete_server(id).await {
+            tracing::error!(server = %id, error = %err, "removing the server's record failed");
+        }
+        let _ = self
+            .store
+            .append_event_durable(NewEvent {
+                at_ms: crate::store::now_ms(),
+                category: Category::Infrastructure,
+                server: Some(id.to_owned()),
+                kind: "deleted".into(),
+                message: format!("deleted{}", if force { " (forced)" } else { "" }),
+                data: serde_json::json!({ "force": force }),
+            })
+            .await;
+        Ok(())
+    }
+
+    /// Stops every server in parallel within `supervisor.shutdown_timeout`, then flushes the store.
     pub async fn shutdown(&self) {
         let limit = self.config.supervisor.shutdown_timeout;
         if timeout(limit, self.supervisor.shutdown()).await.is_err() {
             tracing::error!(?limit, "servers did not stop within mcp_hosting.supervisor.shutdown_timeout");
         }
+        for task in self.background.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            task.abort();
+        }
+        if let Err(err) = self.store.flush().await {
+            tracing::error!(error = %err, "flushing the store at shutdown failed");
+        }
+    }
+
+    fn incident(&self, id: &str, kind: &str, message: String) {
+        tracing::error!(server = %id, "{message}");
+        self.store.append_event(NewEvent {
+            at_ms: crate::store::now_ms(),
+            category: Category::Incidents,
+            server: Some(id.to_owned()),
+            kind: kind.to_owned(),
+            message,
+            data: serde_json::json!({}),
+        });
     }
 }
 
-/// The server directories under `root`, as (id, absolute path), sorted by id.
+/// What a deploy produced.
+#[derive(Debug)]
+pub struct Deployed {
+    pub id: String,
+    pub scan: crate::package::scan::ScanReport,
+    pub warnings: Vec<String>,
+    /// The dependency installer's output lines.
+    pub installed: Vec<String>,
+    /// The state after the requested start, or why it failed.
+    pub started: Option<Result<String, String>>,
+}
+
+/// A deploy's claim on its id; released on drop.
+struct Claim<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    id: String,
+}
+
+impl<'a> Claim<'a> {
+    fn take(set: &'a Mutex<HashSet<String>>, id: &str) -> Result<Claim<'a>, DeployError> {
+        if !set.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned()) {
+            return Err(DeployError::Refused(format!(
+                "`{id}` is being deployed right now; wait for that deploy to finish"
+            )));
+        }
+        Ok(Claim { set, id: id.to_owned() })
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.set.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+    }
+}
+
+/// The server directories under `root`, as (id, absolute path), sorted by id; staging directories excluded.
 fn server_dirs(root: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
     let mut dirs = Vec::new();
     for entry in std::fs::read_dir(root)? {
@@ -116,6 +420,9 @@ fn server_dirs(root: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
             continue;
         }
         let Some(id) = entry.file_name().to_str().map(str::to_owned) else { continue };
+        if id.starts_with('.') {
+            continue;
+        }
         if let Err(err) = crate::servers::validate_id(&id) {
             tracing::warn!(dir = %entry.path().display(), "skipped: {err}");
             continue;
@@ -124,18 +431,4 @@ fn server_dirs(root: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
     }
     dirs.sort();
     Ok(dirs)
-}
-
-impl dashboard::Backend for App {
-    fn health(&self) -> Pin<Box<dyn Future<Output = Result<dashboard::HealthView, String>> + Send + '_>> {
-        Box::pin(async move {
-            let all = self.supervisor.list().await.map_err(|err| err.to_string())?;
-            Ok(dashboard::HealthView {
-                status: "ok",
-                servers: all.len(),
-                running: all.iter().filter(|s| s.state == actors::ServerState::Running).count(),
-                failed: all.iter().filter(|s| s.state == actors::ServerState::Failed).count(),
-            })
-        })
-    }
 }

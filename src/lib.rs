@@ -8,11 +8,13 @@
 pub mod app;
 pub mod cli;
 pub mod lock;
+pub mod package;
 pub mod runtimes;
 pub mod servers;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod token;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -39,12 +41,17 @@ pub async fn run(
     listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<Ended> {
-    let app = Arc::new(App::start(config).await.context("starting the supervision tree")?);
+    let token = crate::token::load_or_create(&config.auth)?;
+    let max_body_bytes =
+        usize::try_from(config.max_upload_size_bytes()).unwrap_or(usize::MAX).saturating_add(64 * 1024);
+    let app = Arc::new(App::start(config).await.context("starting the platform")?);
     app.load_servers().await;
+    app.start_background();
     let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
     let http = match listener {
         Some(listener) => {
-            let router = dashboard::router(app.clone() as Arc<dyn dashboard::Backend>);
+            let http = dashboard::HttpConfig { token: dashboard::Token::new(&token), max_body_bytes };
+            let router = dashboard::router(app.clone() as Arc<dyn dashboard::Backend>, http);
             let mut stopped = http_stopped.clone();
             Some(tokio::spawn(async move {
                 let graceful = async move {

@@ -76,6 +76,8 @@ pub(crate) enum ServerMsg {
     Stop,
     /// The grace period is over: kill the tree.
     Escalate,
+    /// Kill the tree now, without a grace period (a forced delete).
+    KillNow,
     /// Everything is cleaned up; record the outcome and stop.
     Finish(Outcome),
     /// Respawn a helper that crashed.
@@ -234,6 +236,15 @@ impl Actor for ServerActor {
                     if state.exited.is_none() && state.kill_reason.is_none() {
                         start_ladder(&myself, state);
                     }
+                }
+            }
+            ServerMsg::KillNow => {
+                state.stopping = true;
+                if state.exited.is_none() {
+                    let control = state.control.clone();
+                    state.tasks.push(tokio::spawn(async move {
+                        control.kill().await;
+                    }));
                 }
             }
             ServerMsg::Escalate => {

@@ -69,7 +69,8 @@ pub(crate) enum SupervisorMsg {
     Start(ServerId, Reply<ServerStatus>),
     Stop(ServerId, Reply<ServerStatus>),
     Restart(ServerId, Reply<ServerStatus>),
-    Delete(ServerId, Reply<ServerStatus>),
+    /// Delete; `true` kills the tree at once instead of stopping it gracefully.
+    Delete(ServerId, bool, Reply<ServerStatus>),
     Status(ServerId, Reply<ServerStatus>),
     List(RpcReplyPort<Vec<ServerStatus>>),
     Books(ServerId, Reply<(Arc<LogBook>, Arc<MetricsRing>)>),
@@ -239,7 +240,12 @@ impl Actor for Supervisor {
                     let _ = reply.send(res);
                 }
             }
-            SupervisorMsg::Delete(id, reply) => state.stop(&id, AfterStop::Delete, reply),
+            SupervisorMsg::Delete(id, force, reply) => {
+                state.stop(&id, AfterStop::Delete, reply);
+                if force && let Some(live) = state.servers.get(&id).and_then(|e| e.live.as_ref()) {
+                    let _ = live.actor.cast(ServerMsg::KillNow);
+                }
+            }
             SupervisorMsg::Status(id, reply) => {
                 let _ = reply.send(state.servers.get(&id).map(status_of).ok_or(ActorsError::NotFound(id)));
             }
@@ -855,7 +861,13 @@ impl SupervisorHandle {
     /// Stops the server and forgets it; its files are the caller's to remove.
     pub async fn delete(&self, id: &str) -> Result<(), ActorsError> {
         let id = id.to_owned();
-        self.ask(None, |r| SupervisorMsg::Delete(id, r)).await.map(|_| ())
+        self.ask(None, |r| SupervisorMsg::Delete(id, false, r)).await.map(|_| ())
+    }
+
+    /// Deletes the server after killing its tree at once, without the graceful stop.
+    pub async fn delete_now(&self, id: &str) -> Result<(), ActorsError> {
+        let id = id.to_owned();
+        self.ask(None, |r| SupervisorMsg::Delete(id, true, r)).await.map(|_| ())
     }
 
     pub async fn status(&self, id: &str) -> Result<ServerStatus, ActorsError> {

@@ -142,6 +142,13 @@ impl Default for HostConfig {
     }
 }
 
+impl HostConfig {
+    /// `security.max_upload_size_mb` in bytes.
+    pub fn max_upload_size_bytes(&self) -> u64 {
+        self.security.max_upload_size_mb.saturating_mul(1 << 20)
+    }
+}
+
 /// `mcp_hosting.dashboard`: where the HTTP API, dashboard and MCP endpoints listen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DashboardConfig {

@@ -1,0 +1,131 @@
+//! The HTTP side's view of the platform: `dashboard::Backend` over [`App`], with JSON views.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use dashboard::{Action, ApiError, BoxFuture, DeployRequest, HealthView};
+use serde_json::{Value, json};
+
+use super::{App, DeployError};
+
+fn ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The JSON form of a server's live status.
+pub(crate) fn status_view(s: &actors::ServerStatus) -> Value {
+    json!({
+        "id": s.id,
+        "name": s.name,
+        "state": s.state.to_string(),
+        "since_ms": ms(s.since),
+        "generation": s.generation,
+        "pid": s.pid,
+        "started_ms": s.started_at.map(ms),
+        "restarts": s.restarts,
+        "streak": s.streak,
+        "last_exit": s.last_exit.as_ref().map(|e| e.description.clone()),
+        "next_restart_ms": s.next_restart.map(ms),
+        "health_failures": s.health_failures,
+        "last_health": s.last_health,
+        "usage": s.usage.map(|u| json!({ "cpu_percent": u.cpu_percent, "rss_bytes": u.rss_bytes, "processes": u.processes })),
+        "logs": { "lines": s.logs.lines, "truncated": s.logs.truncated, "dropped": s.logs.dropped },
+    })
+}
+
+fn actor_error(err: actors::ActorsError) -> ApiError {
+    match err {
+        actors::ActorsError::NotFound(id) => {
+            ApiError::new(404, "not_found", format!("no server `{id}`; list them with GET /api/v1/servers"))
+        }
+        other => ApiError::new(409, "refused", other.to_string()),
+    }
+}
+
+pub(crate) fn deploy_error(err: DeployError) -> ApiError {
+    let message = err.to_string();
+    match err {
+        DeployError::Refused(_) => ApiError::new(422, "refused", message),
+        DeployError::Archive(e) if e.rule() == "too_large" => ApiError::new(413, "too_large", message),
+        DeployError::Archive(e) => ApiError::new(422, e.rule(), message),
+        DeployError::Scan(_) => ApiError::new(422, "scan_blocked", message),
+        DeployError::Install(_) => ApiError::new(422, "install_failed", message),
+        DeployError::Internal(_) => ApiError::new(500, "internal", message),
+    }
+}
+
+impl dashboard::Backend for App {
+    fn health(&self) -> BoxFuture<'_, Result<HealthView, String>> {
+        Box::pin(async move {
+            let all = self.supervisor.list().await.map_err(|err| err.to_string())?;
+            Ok(HealthView {
+                status: "ok",
+                servers: all.len(),
+                running: all.iter().filter(|s| s.state == actors::ServerState::Running).count(),
+                failed: all.iter().filter(|s| s.state == actors::ServerState::Failed).count(),
+            })
+        })
+    }
+
+    fn deploy(&self, request: DeployRequest) -> BoxFuture<'_, Result<Value, ApiError>> {
+        Box::pin(async move {
+            let name = request.name.clone();
+            let progress = move |line: &str| tracing::info!(server = %name, "deploy: {line}");
+            let deployed = self
+                .deploy(&request.name, request.archive, request.overrides, request.start, &progress)
+                .await
+                .map_err(deploy_error)?;
+            Ok(json!({
+                "id": deployed.id,
+                "scan": deployed.scan,
+                "warnings": deployed.warnings,
+                "installed_lines": deployed.installed.len(),
+                "started": deployed.started.map(|r| match r { Ok(state) => json!({ "state": state }), Err(e) => json!({ "error": e }) }),
+            }))
+        })
+    }
+
+    fn servers(&self) -> BoxFuture<'_, Result<Value, ApiError>> {
+        Box::pin(async move {
+            let all = self.supervisor.list().await.map_err(actor_error)?;
+            Ok(Value::Array(all.iter().map(status_view).collect()))
+        })
+    }
+
+    fn server(&self, id: String) -> BoxFuture<'_, Result<Value, ApiError>> {
+        Box::pin(async move {
+            let status = self.supervisor.status(&id).await.map_err(actor_error)?;
+            let mut view = status_view(&status);
+            if let Ok(Some(record)) = self.store.server(&id).await {
+                view["desired"] = json!(record.desired);
+                view["scan"] = record.scan.unwrap_or(Value::Null);
+                view["created_ms"] = json!(record.created_ms);
+            }
+            Ok(view)
+        })
+    }
+
+    fn control(&self, id: String, action: Action) -> BoxFuture<'_, Result<Value, ApiError>> {
+        Box::pin(async move {
+            let status = self.control(&id, action).await.map_err(actor_error)?;
+            Ok(status_view(&status))
+        })
+    }
+
+    fn delete(&self, id: String, force: bool) -> BoxFuture<'_, Result<Value, ApiError>> {
+        Box::pin(async move {
+            self.delete(&id, force).await.map_err(actor_error)?;
+            Ok(json!({ "id": id, "deleted": true }))
+        })
+    }
+
+    fn logs(&self, id: String, lines: usize) -> BoxFuture<'_, Result<Value, ApiError>> {
+        Box::pin(async move {
+            let logs = self.supervisor.logs(&id, lines).await.map_err(actor_error)?;
+            let lines: Vec<Value> = logs
+                .iter()
+                .map(|l| json!({ "at_ms": ms(l.at), "generation": l.generation, "stream": format!("{:?}", l.stream).to_lowercase(), "text": l.text }))
+                .collect();
+            Ok(json!({ "id": id, "lines": lines }))
+        })
+    }
+}
