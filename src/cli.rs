@@ -1,4 +1,4 @@
-//! The command line: `hivehost serve [--config FILE]`.
+//! The command line: `hivehost serve [--config FILE]`, `example-package`, `package DIR`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,6 +23,23 @@ pub enum Command {
         #[arg(long, default_value = "config/config.json")]
         config: PathBuf,
     },
+    /// Write the ready-to-deploy example package: a FastMCP server, its requirements and its config.
+    ExamplePackage {
+        /// Where to write the ZIP.
+        #[arg(short, long, default_value = "example-server.zip")]
+        output: PathBuf,
+    },
+    /// Check a server directory (its server_config.json and every file) and zip it into a package.
+    Package {
+        /// The server directory.
+        dir: PathBuf,
+        /// Where to write the ZIP; `<DIR>.zip` by default.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// The configuration whose upload limit applies.
+        #[arg(long, default_value = "config/config.json")]
+        config: PathBuf,
+    },
 }
 
 /// Runs the command on a new tokio runtime.
@@ -33,7 +50,38 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(serve(config))
         }
+        Command::ExamplePackage { output } => {
+            let scratch = tempfile::tempdir().context("creating a scratch directory")?;
+            let limits = crate::package::IntakeLimits::new(config::HostConfig::default().max_upload_size_bytes());
+            let zip = crate::package::example::zip(&limits, scratch.path())?;
+            write_atomically(&output, &zip)?;
+            tracing::info!(file = %output.display(), bytes = zip.len(), "wrote the example package");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Package { dir, output, config } => {
+            let limit = if config.exists() {
+                load_config(&config)?.max_upload_size_bytes()
+            } else {
+                config::HostConfig::default().max_upload_size_bytes()
+            };
+            let zip = crate::package::pack_dir(&dir, &crate::package::IntakeLimits::new(limit))?;
+            let output = output.unwrap_or_else(|| {
+                let name = dir.canonicalize().ok().and_then(|d| d.file_name().map(ToOwned::to_owned));
+                PathBuf::from(name.unwrap_or_else(|| "package".into())).with_extension("zip")
+            });
+            write_atomically(&output, &zip)?;
+            tracing::info!(file = %output.display(), bytes = zip.len(), "wrote the package");
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it: never half a file.
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let partial = path.with_extension("partial");
+    std::fs::write(&partial, bytes).with_context(|| format!("writing {}", partial.display()))?;
+    std::fs::rename(&partial, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
 
 /// Reads and validates the configuration file, reporting every problem at once.
@@ -66,6 +114,8 @@ async fn serve(config: config::HostConfig) -> anyhow::Result<ExitCode> {
     if !config.enabled {
         bail!("mcp_hosting.enabled is false in the configuration: set it to true to host servers");
     }
+    // The token exists before the address is announced, so a client that sees one finds the other.
+    crate::token::load_or_create(&config.auth)?;
     let listener = if config.dashboard.enabled {
         if !config.dashboard.is_loopback() && config.auth.token.is_none() {
             bail!(

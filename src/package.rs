@@ -20,6 +20,7 @@
 //! the rule it broke, with a stable id from [`IntakeError::rule`] for the HTTP and MCP layers.
 
 mod archive;
+pub mod example;
 pub mod scan;
 
 use std::fmt;

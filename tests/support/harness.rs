@@ -76,3 +76,67 @@ pub(crate) fn healthz(addr: &str) -> Option<serde_json::Value> {
     stream.read_to_string(&mut body).ok()?;
     serde_json::from_str(body.split("\r\n\r\n").nth(1)?).ok()
 }
+
+/// One HTTP/1.1 request over plain TCP: returns the status and the body as JSON (Null if not JSON).
+pub(crate) fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &[u8],
+) -> std::io::Result<(u16, serde_json::Value)> {
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(600)))?;
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/zip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    stream.write_all(body)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    // Chunked bodies are not expected: axum sends JSON with a length.
+    Ok((status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null)))
+}
+
+/// Starts `hivehost serve --config CONFIG` in `dir`; returns it and the address it logged.
+pub(crate) fn start_serve(dir: &Path, config: &Path) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    #[allow(clippy::disallowed_methods, reason = "the test starts the binary under test")]
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hivehost"));
+    let mut child = cmd
+        .args(["serve", "--config"])
+        .arg(config)
+        .current_dir(dir)
+        .env("HIVEHOST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("hivehost starts");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(at) = line.find("listening on http://") {
+                let addr = line[at + "listening on http://".len()..].split_whitespace().next().unwrap_or("").to_owned();
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("serve logs its address");
+    (child, addr)
+}
+
+/// Waits until `cond` holds, polling; panics with `what` after `limit`.
+pub(crate) fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,261 @@
+//! End to end: packages uploaded to the real `hivehost serve` over its HTTP API, dependencies
+//! installed from the package index, hostile uploads refused, and a hivehost killed with SIGKILL
+//! (while servers run and while a deploy is mid-way) that comes back with every server exactly once.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[path = "support/harness.rs"]
+mod harness;
+
+use harness::{request, start_serve, wait_until, write_config};
+use hivehost::package::{IntakeLimits, pack_dir};
+
+const SHORT: Duration = Duration::from_secs(60);
+
+fn token(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("api_token")).expect("the token file exists").trim().to_owned()
+}
+
+fn limits() -> IntakeLimits {
+    IntakeLimits::new(100 << 20)
+}
+
+fn state_of(addr: &str, token: &str, id: &str) -> Option<String> {
+    let (status, body) = request(addr, "GET", &format!("/api/v1/servers/{id}"), Some(token), b"").ok()?;
+    (status == 200).then(|| body["state"].as_str().unwrap_or_default().to_owned())
+}
+
+fn sigterm_and_wait(child: &mut std::process::Child) -> Option<i32> {
+    // SAFETY: kill(2) on the pid of the child this test started.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    child.wait().ok()?.code()
+}
+
+/// A bash server that leaves a daemon-like child running, marked with `HH_MARK=mark`.
+fn bash_package(root: &Path, name: &str, mark: &str) -> Vec<u8> {
+    let dir = root.join(format!("pkg-{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("server.sh"), "sleep 1000 &\necho up >&2\nwhile :; do sleep 1; done\n").unwrap();
+    let config = serde_json::json!({
+        "name": name,
+        "command": ["bash", "server.sh"],
+        "environment": { "HH_MARK": mark },
+        "shutdown_timeout": 2
+    });
+    std::fs::write(dir.join("server_config.json"), config.to_string()).unwrap();
+    pack_dir(&dir, &limits()).unwrap()
+}
+
+/// Live (not zombie) processes whose environment has `HH_MARK=mark`, with their command lines.
+fn marked(mark: &str) -> Vec<(u32, String)> {
+    let assignment = format!("HH_MARK={mark}");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
+        if !environ.split(|b| *b == 0).any(|v| v == assignment.as_bytes()) {
+            continue;
+        }
+        let zombie = hivehost_stat_zombie(pid);
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if !zombie {
+            found.push((pid, String::from_utf8_lossy(&cmdline).replace('\0', " ").trim().to_owned()));
+        }
+    }
+    found
+}
+
+fn hivehost_stat_zombie(pid: u32) -> bool {
+    actors::process::proc_stat(pid).is_none_or(|s| s.zombie)
+}
+
+/// The marked processes that hivehost itself started: the roots of a server's trees.
+fn roots(mark: &str, hivehost: u32) -> Vec<u32> {
+    marked(mark)
+        .into_iter()
+        .filter(|(pid, _)| actors::process::proc_stat(*pid).is_some_and(|s| s.ppid == hivehost))
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+#[test]
+fn example_package_deploys_with_its_dependencies_from_the_index_and_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 10, 5).unwrap();
+    let (mut serve, addr) = start_serve(dir.path(), &config);
+    let token = token(dir.path());
+    let scratch = tempfile::tempdir().unwrap();
+    let zip = hivehost::package::example::zip(&limits(), scratch.path()).unwrap();
+
+    let (status, body) = request(&addr, "POST", "/api/v1/servers?name=example&start=true", None, &zip).unwrap();
+    assert_eq!(status, 401, "an upload without the token is refused: {body}");
+    assert!(!dir.path().join("servers/example").exists());
+
+    let (status, body) = request(&addr, "POST", "/api/v1/servers?name=example&start=true", Some(&token), &zip).unwrap();
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["id"], "example");
+    assert!(body["scan"]["findings"].is_array(), "the scan report comes back: {body}");
+    let code = dir.path().join("servers/example");
+    let site =
+        std::fs::read_dir(code.join(".venv/lib")).unwrap().flatten().next().unwrap().path().join("site-packages");
+    assert!(site.join("mcp/server/fastmcp").is_dir(), "mcp is installed in the server's own venv");
+    wait_until("the example server runs", SHORT, || state_of(&addr, &token, "example").as_deref() == Some("running"));
+    let (_, status_body) = request(&addr, "GET", "/api/v1/servers/example", Some(&token), b"").unwrap();
+    let pid = status_body["pid"].as_u64().unwrap() as u32;
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(cmdline.contains(".venv/bin/python") && cmdline.contains("server.py"), "{cmdline:?} ({exe:?})");
+    // A FastMCP server waits on stdin; if its import had failed it would have exited by now.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(state_of(&addr, &token, "example").as_deref(), Some("running"));
+    assert_eq!(sigterm_and_wait(&mut serve), Some(0));
+}
+
+#[test]
+fn hostile_and_invalid_uploads_are_refused_and_leave_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 10, 5).unwrap();
+    let (mut serve, addr) = start_serve(dir.path(), &config);
+    let token = token(dir.path());
+    // A traversal entry, written by hand since pack_dir would never make one.
+    let mut evil = Vec::new();
+    {
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(&mut evil));
+        let opts = zip::write::SimpleFileOptions::default();
+        zip.start_file("server_config.json", opts).unwrap();
+        std::io::Write::write_all(&mut zip, br#"{"name":"x","command":["python","s.py"]}"#).unwrap();
+        zip.start_file("../evil.txt", opts).unwrap();
+        std::io::Write::write_all(&mut zip, b"x").unwrap();
+        zip.finish().unwrap();
+    }
+    let (status, body) = request(&addr, "POST", "/api/v1/servers?name=evil", Some(&token), &evil).unwrap();
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "path_traversal", "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("../evil.txt"), "{body}");
+    // A package whose command is not an allowed runtime.
+    let pkg = dir.path().join("pkg-bad");
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::write(pkg.join("server_config.json"), r#"{"name":"bad","command":["python","s.py"]}"#).unwrap();
+    let mut zip = pack_dir(&pkg, &limits()).unwrap();
+    let (status, _) = request(&addr, "POST", "/api/v1/servers?name=ok", Some(&token), &zip).unwrap();
+    assert_eq!(status, 201, "a plain package deploys");
+    std::fs::write(pkg.join("server_config.json"), r#"{"name":"bad","command":["/bin/sh","-c","id"]}"#).unwrap();
+    zip = pack_dir(&pkg, &limits()).unwrap_or(zip);
+    let (status, body) = request(&addr, "POST", "/api/v1/servers?name=bad", Some(&token), &zip).unwrap();
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("not an allowed runtime"), "{body}");
+    let left: Vec<PathBuf> =
+        std::fs::read_dir(dir.path().join("servers")).unwrap().flatten().map(|e| e.path()).collect();
+    assert_eq!(left, [dir.path().join("servers/ok")], "nothing of a refused upload is written under servers_dir");
+    assert_eq!(sigterm_and_wait(&mut serve), Some(0));
+}
+
+#[test]
+fn a_killed_hivehost_comes_back_with_every_server_exactly_once_and_its_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 10, 5).unwrap();
+    let mark = |name: &str| format!("crash-{}-{name}", std::process::id());
+    let (mut first, addr) = start_serve(dir.path(), &config);
+    let token = token(dir.path());
+    for name in ["alpha", "beta"] {
+        let zip = bash_package(dir.path(), name, &mark(name));
+        let (status, body) =
+            request(&addr, "POST", &format!("/api/v1/servers?name={name}&start=true"), Some(&token), &zip).unwrap();
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, _) = request(
+        &addr,
+        "POST",
+        "/api/v1/servers?name=gamma",
+        Some(&token),
+        &bash_package(dir.path(), "gamma", &mark("gamma")),
+    )
+    .unwrap();
+    assert_eq!(status, 201, "gamma is deployed but not started");
+    for name in ["alpha", "beta"] {
+        wait_until("both servers and their daemons run", SHORT, || marked(&mark(name)).len() >= 2);
+    }
+    let before: Vec<u32> = ["alpha", "beta"].iter().flat_map(|n| marked(&mark(n))).map(|(pid, _)| pid).collect();
+
+    // A deploy that hangs in its dependency install: the package index never answers.
+    let index = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let pkg = dir.path().join("pkg-slow");
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::write(pkg.join("server.py"), "print('never')\n").unwrap();
+    std::fs::write(pkg.join("server_config.json"), r#"{"name":"slow","command":["python","server.py"]}"#).unwrap();
+    std::fs::write(
+        pkg.join("requirements.txt"),
+        format!("--index-url http://{}/simple\nhivehost-never-there==1.0\n", index.local_addr().unwrap()),
+    )
+    .unwrap();
+    let slow = pack_dir(&pkg, &limits()).unwrap();
+    let (addr2, token2) = (addr.clone(), token.clone());
+    let upload = std::thread::spawn(move || request(&addr2, "POST", "/api/v1/servers?name=slow", Some(&token2), &slow));
+    index.set_nonblocking(false).unwrap();
+    let (_held, _) = index.accept().expect("pip asks the index: the deploy is mid-way");
+    assert!(
+        dir.path()
+            .join("servers")
+            .read_dir()
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(".staging-"))
+    );
+
+    // SAFETY: kill(2) on the pid of the child this test started.
+    unsafe {
+        libc::kill(first.id() as libc::pid_t, libc::SIGKILL);
+    }
+    first.wait().unwrap();
+    let _ = upload.join();
+
+    let (mut second, addr) = start_serve(dir.path(), &config);
+    for name in ["alpha", "beta"] {
+        wait_until("each server runs again", SHORT, || state_of(&addr, &token, name).as_deref() == Some("running"));
+        wait_until("its new tree is up", SHORT, || marked(&mark(name)).len() >= 2);
+        assert_eq!(roots(&mark(name), second.id()).len(), 1, "{name} runs exactly once: {:?}", marked(&mark(name)));
+    }
+    let survivors: Vec<u32> = before.iter().copied().filter(|pid| !hivehost_stat_zombie(*pid)).collect();
+    assert_eq!(survivors, Vec::<u32>::new(), "nothing of the dead instance's trees is left");
+    assert_eq!(state_of(&addr, &token, "gamma").as_deref(), Some("stopped"), "gamma is back, still stopped");
+    assert_eq!(state_of(&addr, &token, "slow"), None, "the half-made deploy is not a server");
+    let names: Vec<String> = std::fs::read_dir(dir.path().join("servers"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut names = names;
+    names.sort();
+    assert_eq!(names, ["alpha", "beta", "gamma"], "no staging directory and no half-made server is left");
+    assert_eq!(sigterm_and_wait(&mut second), Some(0));
+    for name in ["alpha", "beta", "gamma"] {
+        assert_eq!(marked(&mark(name)), Vec::new(), "{name} leaves nothing after a clean stop");
+    }
+
+    // The history spans both instances.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let store = hivehost::store::Store::open(&dir.path().join("hivehost.db")).unwrap();
+        let events = store
+            .events(hivehost::store::EventQuery {
+                server: Some("alpha".into()),
+                category: None,
+                since_ms: None,
+                limit: 1000,
+            })
+            .await
+            .unwrap();
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+        assert!(kinds.contains(&"deployed"), "{kinds:?}");
+        assert!(
+            kinds.iter().filter(|k| **k == "spawned").count() >= 2,
+            "spawned before and after the crash: {kinds:?}"
+        );
+        let recovered = store.events(hivehost::store::EventQuery::latest(1000)).await.unwrap();
+        assert!(recovered.iter().any(|e| e.kind == "recovered"), "the recovery is an incident on record");
+        store.close().await.unwrap();
+    });
+}
