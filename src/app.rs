@@ -251,6 +251,14 @@ impl App {
             let _ = std::fs::remove_dir_all(&staged.dir);
             return Err(DeployError::Internal(format!("moving the package into {}: {err}", dir.display())));
         }
+        if !staged.installed.is_empty() {
+            let logs = self.config.logs_dir.join(&id);
+            let written = std::fs::create_dir_all(&logs)
+                .and_then(|()| std::fs::write(logs.join("install.log"), staged.installed.join("\n") + "\n"));
+            if let Err(err) = written {
+                tracing::warn!(server = %id, error = %err, "keeping the install log failed");
+            }
+        }
         let now = crate::store::now_ms();
         let scan = serde_json::to_value(&staged.scan).ok();
         let record = ServerRecord {

@@ -102,6 +102,8 @@ fn example_package_deploys_with_its_dependencies_from_the_index_and_runs() {
     let site =
         std::fs::read_dir(code.join(".venv/lib")).unwrap().flatten().next().unwrap().path().join("site-packages");
     assert!(site.join("mcp/server/fastmcp").is_dir(), "mcp is installed in the server's own venv");
+    let install_log = std::fs::read_to_string(dir.path().join("logs/example/install.log")).unwrap();
+    assert!(install_log.contains("Successfully installed"), "pip's output is kept with the server's logs");
     wait_until("the example server runs", SHORT, || state_of(&addr, &token, "example").as_deref() == Some("running"));
     let (_, status_body) = request(&addr, "GET", "/api/v1/servers/example", Some(&token), b"").unwrap();
     let pid = status_body["pid"].as_u64().unwrap() as u32;
