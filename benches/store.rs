@@ -241,7 +241,8 @@ fn print(
         rate(hive) / rate(naive)
     );
     let micros = |d: Duration| d.as_secs_f64() * 1e6;
-    println!("\n| one operation, on {} events over {SERVERS} servers     |   median |      p99 |", sizes.events);
+    let title = format!("one operation, on {} events over {SERVERS} servers", sizes.events);
+    println!("\n| {title:49} |   median |      p99 |");
     println!("|---------------------------------------------------|----------|----------|");
     for (what, times) in [
         ("last 100 events of a server: Store::events", store_reads),

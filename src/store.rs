@@ -213,7 +213,9 @@ impl Store {
         self.read(move |conn| read::events(conn, &q)).await
     }
 
-    /// Queues a metrics sample without waiting; see [`Store::append_event`].
+    /// Queues a metrics sample without waiting; see [`Store::append_event`]. A sample of a server
+    /// that is not in the store (deleted a moment earlier, say) is refused by the writer and
+    /// counted in [`StoreStats::failed`].
     pub fn append_metric(&self, m: MetricPoint) {
         self.offer(Op::Metric(m));
     }
@@ -231,7 +233,8 @@ impl Store {
         self.call(|reply| Op::Compact { now_ms, reply }).await
     }
 
-    /// Queues a restart record without waiting; see [`Store::append_event`].
+    /// Queues a restart record without waiting; see [`Store::append_event`]. Like a metric, it must
+    /// belong to a server in the store.
     pub fn record_restart(&self, r: RestartRecord) {
         self.offer(Op::Restart(r));
     }
@@ -281,6 +284,8 @@ impl Store {
 
     /// Commits everything queued, stops the writer and waits for its thread. Other clones of the
     /// store can still read; their writes fail with [`StoreError::Closed`]. Closing twice is fine.
+    /// Dropping the last handle instead also commits what was queued, but on a thread nobody waits
+    /// for: call `close` at shutdown so the process does not exit first.
     pub async fn close(self) -> Result<(), StoreError> {
         let (reply, answer) = oneshot::channel();
         let result = match self.inner.queue.send(Op::Close(reply)).await {
