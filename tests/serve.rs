@@ -1,51 +1,16 @@
 //! End to end: the real `hivehost serve` binary with real servers, shut down by SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[path = "support/harness.rs"]
 mod harness;
 
-use harness::{healthz, marked, write_config, write_server};
+use harness::{healthz, marked, start_serve, write_config, write_server};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// Starts the binary; returns it and the address it listens on (read from its log).
-fn start_serve(dir: &Path, config: &Path) -> (Child, String) {
-    #[allow(clippy::disallowed_methods, reason = "the test starts the binary under test")]
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hivehost"));
-    let mut child = cmd
-        .args(["serve", "--config"])
-        .arg(config)
-        .current_dir(dir)
-        .env("HIVEHOST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(at) = line.find("listening on http://") {
-                let addr = line[at + "listening on http://".len()..].split_whitespace().next().unwrap_or("").to_owned();
-                let _ = tx.send(addr);
-            }
-        }
-    });
-    let addr = rx.recv_timeout(DEADLINE).expect("serve logs its address");
-    (child, addr)
-}
-
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    harness::wait_until(what, DEADLINE, cond);
 }
 
 #[test]
