@@ -261,3 +261,44 @@ fn a_killed_hivehost_comes_back_with_every_server_exactly_once_and_its_history()
         store.close().await.unwrap();
     });
 }
+
+#[test]
+fn max_servers_is_enforced_and_delete_keeps_only_the_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 1, 5).unwrap();
+    let (mut serve, addr) = start_serve(dir.path(), &config);
+    let token = token(dir.path());
+    let mark = format!("delete-{}", std::process::id());
+    let zip = bash_package(dir.path(), "solo", &mark);
+    let (status, body) = request(&addr, "POST", "/api/v1/servers?name=solo&start=true", Some(&token), &zip).unwrap();
+    assert_eq!(status, 201, "{body}");
+    let other = bash_package(dir.path(), "extra", &format!("{mark}-extra"));
+    let (status, body) = request(&addr, "POST", "/api/v1/servers?name=extra", Some(&token), &other).unwrap();
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("mcp_hosting.max_servers (1)"), "{body}");
+    wait_until("solo runs", SHORT, || marked(&mark).len() >= 2);
+    for sub in ["servers/solo", "state/solo", "logs/solo"] {
+        assert!(dir.path().join(sub).exists(), "{sub} exists while deployed");
+    }
+    let (status, body) = request(&addr, "DELETE", "/api/v1/servers/solo?force=true", Some(&token), b"").unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(marked(&mark), Vec::new(), "a forced delete leaves no process");
+    for sub in ["servers/solo", "state/solo", "logs/solo"] {
+        assert!(!dir.path().join(sub).exists(), "{sub} is removed by delete");
+    }
+    let (status, _) = request(&addr, "GET", "/api/v1/servers/solo", Some(&token), b"").unwrap();
+    assert_eq!(status, 404);
+    let (status, _) = request(&addr, "POST", "/api/v1/servers?name=extra", Some(&token), &other).unwrap();
+    assert_eq!(status, 201, "the freed place can be used");
+    assert_eq!(sigterm_and_wait(&mut serve), Some(0));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let store = hivehost::store::Store::open(&dir.path().join("hivehost.db")).unwrap();
+        let query =
+            hivehost::store::EventQuery { server: Some("solo".into()), category: None, since_ms: None, limit: 100 };
+        let kinds: Vec<String> = store.events(query).await.unwrap().into_iter().map(|e| e.kind).collect();
+        assert!(kinds.iter().any(|k| k == "deployed") && kinds.iter().any(|k| k == "deleted"), "{kinds:?}");
+        assert!(store.server("solo").await.unwrap().is_none());
+        store.close().await.unwrap();
+    });
+}
