@@ -196,8 +196,13 @@ fn a_killed_hivehost_comes_back_with_every_server_exactly_once_and_its_history()
     let slow = pack_dir(&pkg, &limits()).unwrap();
     let (addr2, token2) = (addr.clone(), token.clone());
     let upload = std::thread::spawn(move || request(&addr2, "POST", "/api/v1/servers?name=slow", Some(&token2), &slow));
-    index.set_nonblocking(false).unwrap();
-    let (_held, _) = index.accept().expect("pip asks the index: the deploy is mid-way");
+    index.set_nonblocking(true).unwrap();
+    let mut held = None;
+    wait_until("pip asks the index: the deploy is mid-way", SHORT, || {
+        assert!(!upload.is_finished(), "the deploy ended before reaching the index");
+        held = index.accept().ok();
+        held.is_some()
+    });
     assert!(
         dir.path()
             .join("servers")
