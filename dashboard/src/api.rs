@@ -1,11 +1,12 @@
-//! `/api/v1`: the JSON API that mirrors the MCP tools (upload as a raw ZIP body).
+//! `/api/v1`: the JSON API that mirrors the MCP tools (upload as a raw ZIP body, or as the file of a
+//! `multipart/form-data` form).
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -85,13 +86,35 @@ struct DeployQuery {
 async fn deploy(
     State(backend): State<Shared>,
     query: Result<Query<DeployQuery>, QueryRejection>,
-    body: Bytes,
+    request: Request,
 ) -> Response {
     let Ok(Query(query)) = query else {
         return ApiError::new(400, "bad_query", "the query string is malformed; use ?name=NAME&start=true")
             .into_response();
     };
-    let Some(name) = query.name.filter(|n| !n.is_empty()) else {
+    let multipart = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let upload = if multipart {
+        match Multipart::from_request(request, &backend).await {
+            Ok(form) => read_form(form).await,
+            Err(err) => {
+                Err(ApiError::new(400, "bad_multipart", format!("the multipart form could not be read: {err}")))
+            }
+        }
+    } else {
+        match Bytes::from_request(request, &backend).await {
+            Ok(body) => Ok(Form { archive: body.to_vec(), ..Form::default() }),
+            Err(err) => Err(ApiError::new(err.status().as_u16(), "bad_body", err.body_text())),
+        }
+    };
+    let form = match upload {
+        Ok(form) => form,
+        Err(err) => return err.into_response(),
+    };
+    let Some(name) = form.name.or(query.name).filter(|n| !n.is_empty()) else {
         return ApiError::new(
             400,
             "missing_name",
@@ -99,12 +122,55 @@ async fn deploy(
         )
         .into_response();
     };
-    if body.is_empty() {
+    if form.archive.is_empty() {
         return ApiError::new(400, "empty_body", "the request body is empty; send the package ZIP as the body")
             .into_response();
     }
-    let request = DeployRequest { name, archive: body.to_vec(), overrides: serde_json::json!({}), start: query.start };
+    let overrides = form.overrides.unwrap_or_else(|| serde_json::json!({}));
+    let request = DeployRequest { name, archive: form.archive, overrides, start: form.start.unwrap_or(query.start) };
     reply(backend.deploy(request).await, StatusCode::CREATED)
+}
+
+/// What an upload form carries: the archive (the field `package`, or any file field), and
+/// optionally `name`, `start` and `overrides` (a JSON object of server_config.json fields).
+#[derive(Default)]
+struct Form {
+    archive: Vec<u8>,
+    name: Option<String>,
+    start: Option<bool>,
+    overrides: Option<serde_json::Value>,
+}
+
+async fn read_form(mut form: Multipart) -> Result<Form, ApiError> {
+    let bad = |err: axum::extract::multipart::MultipartError| {
+        ApiError::new(
+            err.status().as_u16(),
+            "bad_multipart",
+            format!("the multipart form could not be read: {}", err.body_text()),
+        )
+    };
+    let mut out = Form::default();
+    while let Some(field) = form.next_field().await.map_err(bad)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        let is_file = field.file_name().is_some();
+        let bytes = field.bytes().await.map_err(bad)?;
+        match name.as_str() {
+            "name" => out.name = Some(String::from_utf8_lossy(&bytes).trim().to_owned()),
+            "start" => out.start = Some(matches!(String::from_utf8_lossy(&bytes).trim(), "true" | "1" | "on")),
+            "overrides" => {
+                let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+                    ApiError::new(400, "bad_overrides", format!("the overrides field must be a JSON object: {e}"))
+                })?;
+                if !value.is_object() {
+                    return Err(ApiError::new(400, "bad_overrides", "the overrides field must be a JSON object"));
+                }
+                out.overrides = Some(value);
+            }
+            _ if name == "package" || (is_file && out.archive.is_empty()) => out.archive = bytes.to_vec(),
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 async fn list(State(backend): State<Shared>) -> Response {

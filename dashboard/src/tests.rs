@@ -121,3 +121,26 @@ fn tokens_compare_whole_and_never_print() {
     assert!(!token.matches(""));
     assert_eq!(format!("{token:?}"), "Token(<redacted>)");
 }
+
+#[tokio::test]
+async fn an_upload_may_come_as_a_multipart_form_with_overrides() {
+    let fake = Arc::new(Fake::default());
+    let boundary = "XBOUNDARYX";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\nformed\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"start\"\r\n\r\ntrue\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"overrides\"\r\n\r\n{{\"description\":\"d\"}}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"package\"; filename=\"p.zip\"\r\nContent-Type: application/zip\r\n\r\nZIPBYTES\r\n\
+         --{boundary}--\r\n"
+    );
+    let request = Request::builder()
+        .method("POST")
+        .uri("/api/v1/servers")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+        .body(Body::from(body))
+        .unwrap();
+    let (status, body) = send(fake.clone(), request).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(*fake.deployed.lock().unwrap(), [("formed".to_owned(), 8, true)]);
+}
