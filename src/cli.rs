@@ -1,5 +1,7 @@
-//! The command line: `hivehost serve [--config FILE]`, `example-package`, `package DIR`.
+//! The command line: `hivehost serve [--config FILE]`, `example-package`, `package DIR`, and the
+//! client commands of a running serve (`deploy`, `ls`, `status`, `logs`, `start`, `stop`, `restart`, `rm`).
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +31,65 @@ pub enum Command {
         #[arg(short, long, default_value = "example-server.zip")]
         output: PathBuf,
     },
+    /// Deploy a package to the running `serve` (over its HTTP API).
+    Deploy {
+        /// The package ZIP.
+        package: PathBuf,
+        /// The server's name; the file's name without `.zip` by default.
+        #[arg(long)]
+        name: Option<String>,
+        /// Start it once deployed.
+        #[arg(long)]
+        start: bool,
+        #[arg(long, default_value = "config/config.json")]
+        config: PathBuf,
+    },
+    /// List the servers of the running `serve`.
+    Ls {
+        #[arg(long, default_value = "config/config.json")]
+        config: PathBuf,
+    },
+    /// Show one server's status.
+    Status {
+        id: String,
+        #[arg(long, default_value = "config/config.json")]
+        config: PathBuf,
+    },
+    /// Show a server's last log lines.
+    Logs {
+        id: String,
+        /// How many lines.
+        #[arg(short = 'n', long, default_value_t = 50)]
+        lines: usize,
+        #[arg(long, default_value = "config/config.json")]
+        config: PathBuf,
+    },
+    /// Start a server.
+    Start {
+        id: String,
+        #[arg(long, default_value = "config/config.json")]
+        config: PathBuf,
+    },
+    /// Stop a server.
+    Stop {
+        id: String,
+        #[arg(long, default_value = "config/config.json")]
+        config: PathBuf,
+    },
+    /// Restart a server.
+    Restart {
+        id: String,
+        #[arg(long, default_value = "config/config.json")]
+        config: PathBuf,
+    },
+    /// Delete a server: stop it (`--force`: kill it at once) and remove its code, state and logs.
+    Rm {
+        id: String,
+        #[arg(long)]
+        force: bool,
+        #[arg(long, default_value = "config/config.json")]
+        config: PathBuf,
+    },
     /// Check a server directory (its server_config.json and every file) and zip it into a package.
     Package {
         /// The server directory.
@@ -49,6 +110,35 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load_config(&config)?;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(serve(config))
+        }
+        Command::Deploy { package, name, start, config } => {
+            let client = client(&config)?;
+            let bytes = std::fs::read(&package).with_context(|| format!("reading {}", package.display()))?;
+            let name = name.unwrap_or_else(|| {
+                package.file_stem().map_or_else(|| "server".to_owned(), |s| s.to_string_lossy().into_owned())
+            });
+            let path = format!("/api/v1/servers?name={}&start={start}", crate::client::escape(&name));
+            show(&client.call("POST", &path, &bytes)?)
+        }
+        Command::Ls { config } => show(&client(&config)?.call("GET", "/api/v1/servers", b"")?),
+        Command::Status { id, config } => show(&client(&config)?.call("GET", &server_path(&id, ""), b"")?),
+        Command::Logs { id, lines, config } => {
+            let answer = client(&config)?.call("GET", &server_path(&id, &format!("/logs?lines={lines}")), b"")?;
+            let text: Vec<String> = answer["lines"]
+                .as_array()
+                .map(|lines| lines.iter().filter_map(|l| l["text"].as_str().map(str::to_owned)).collect())
+                .unwrap_or_default();
+            let mut out = std::io::stdout().lock();
+            for line in text {
+                writeln!(out, "{line}")?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Start { id, config } => show(&client(&config)?.call("POST", &server_path(&id, "/start"), b"")?),
+        Command::Stop { id, config } => show(&client(&config)?.call("POST", &server_path(&id, "/stop"), b"")?),
+        Command::Restart { id, config } => show(&client(&config)?.call("POST", &server_path(&id, "/restart"), b"")?),
+        Command::Rm { id, force, config } => {
+            show(&client(&config)?.call("DELETE", &server_path(&id, &format!("?force={force}")), b"")?)
         }
         Command::ExamplePackage { output } => {
             let scratch = tempfile::tempdir().context("creating a scratch directory")?;
@@ -74,6 +164,21 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn client(config: &std::path::Path) -> anyhow::Result<crate::client::Client> {
+    crate::client::Client::from_config(&load_config(config)?)
+}
+
+fn server_path(id: &str, rest: &str) -> String {
+    format!("/api/v1/servers/{}{rest}", crate::client::escape(id))
+}
+
+/// Prints an answer as pretty JSON on stdout (the one place the binary writes to stdout).
+fn show(value: &serde_json::Value) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", serde_json::to_string_pretty(value)?)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Writes `bytes` to a temporary file beside `path`, then renames it: never half a file.

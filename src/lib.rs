@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod client;
 pub mod lock;
 pub mod package;
 pub mod runtimes;

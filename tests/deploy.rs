@@ -307,3 +307,49 @@ fn max_servers_is_enforced_and_delete_keeps_only_the_history() {
         store.close().await.unwrap();
     });
 }
+
+/// Runs the client command `args` against the serve at `addr`; returns (success, stdout, stderr).
+fn cli(dir: &Path, config: &Path, addr: &str, args: &[&str]) -> (bool, String, String) {
+    #[allow(clippy::disallowed_methods, reason = "the test runs the binary under test")]
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hivehost"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .current_dir(dir)
+        .env("HIVEHOST_ADDR", addr)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_command_line_client_deploys_lists_controls_and_removes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 10, 5).unwrap();
+    let (mut serve, addr) = start_serve(dir.path(), &config);
+    let mark = format!("cli-{}", std::process::id());
+    let zip = dir.path().join("ticker.zip");
+    std::fs::write(&zip, bash_package(dir.path(), "ticker", &mark)).unwrap();
+    let zip = zip.display().to_string();
+    let (ok, out, err) = cli(dir.path(), &config, &addr, &["deploy", &zip, "--start"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("\"id\": \"ticker\""), "{out}");
+    let (ok, out, _) = cli(dir.path(), &config, &addr, &["ls"]);
+    assert!(ok && out.contains("\"ticker\""), "{out}");
+    wait_until("ticker logs its first line", SHORT, || {
+        cli(dir.path(), &config, &addr, &["logs", "ticker", "-n", "5"]).1.contains("up")
+    });
+    let (ok, out, _) = cli(dir.path(), &config, &addr, &["stop", "ticker"]);
+    assert!(ok && out.contains("\"state\": \"stopped\""), "{out}");
+    let (ok, _, err) = cli(dir.path(), &config, &addr, &["status", "ghost"]);
+    assert!(!ok && err.contains("no server `ghost`"), "{err}");
+    let (ok, _, err) = cli(dir.path(), &config, &addr, &["rm", "ticker"]);
+    assert!(ok, "{err}");
+    assert!(!dir.path().join("servers/ticker").exists());
+    assert_eq!(sigterm_and_wait(&mut serve), Some(0));
+}
