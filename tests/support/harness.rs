@@ -103,8 +103,46 @@ pub(crate) fn request(
     Ok((status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null)))
 }
 
+/// A `hivehost serve` the test started: stopped (SIGTERM, then SIGKILL after 30 s) when dropped,
+/// so a failing test leaves no platform and no hosted process behind.
+pub(crate) struct Serve(pub(crate) std::process::Child);
+
+impl std::ops::Deref for Serve {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Serve {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if !matches!(self.0.try_wait(), Ok(None)) {
+            return;
+        }
+        // SAFETY: kill(2) on the pid of the child this test started and has not reaped.
+        unsafe {
+            libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while matches!(self.0.try_wait(), Ok(None)) {
+            if std::time::Instant::now() >= deadline {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 /// Starts `hivehost serve --config CONFIG` in `dir`; returns it and the address it logged.
-pub(crate) fn start_serve(dir: &Path, config: &Path) -> (std::process::Child, String) {
+pub(crate) fn start_serve(dir: &Path, config: &Path) -> (Serve, String) {
     use std::io::BufRead;
     #[allow(clippy::disallowed_methods, reason = "the test starts the binary under test")]
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hivehost"));
@@ -128,8 +166,9 @@ pub(crate) fn start_serve(dir: &Path, config: &Path) -> (std::process::Child, St
             }
         }
     });
+    let serve = Serve(child);
     let addr = rx.recv_timeout(Duration::from_secs(60)).expect("serve logs its address");
-    (child, addr)
+    (serve, addr)
 }
 
 /// Waits until `cond` holds, polling; panics with `what` after `limit`.
