@@ -1,6 +1,7 @@
 //! Server output: the drain that never blocks the child, the ring of recent lines, live subscribers,
 //! and the single disk writer that rotates files and drops (and counts) what it cannot keep up with.
 
+mod drains;
 mod writer;
 
 use std::collections::VecDeque;
@@ -15,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::process::Pipe;
 
+pub(crate) use drains::log_pipe;
 pub(crate) use writer::LogWriter;
 use writer::Target;
 
@@ -335,7 +337,7 @@ impl Actor for LogTailer {
             .pipes
             .into_iter()
             .map(|(stream, pipe)| {
-                tokio::spawn(drain(args.book.clone(), args.generation, stream, pipe, args.gate.clone()))
+                drains::spawn(drain(args.book.clone(), args.generation, stream, pipe, args.gate.clone()))
             })
             .collect();
         Ok(LogTailerState { tasks })

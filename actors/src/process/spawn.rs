@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::table::ProcTable;
 use super::tree::Tree;
 use super::{Incarnation, SpawnError, reaper};
-use crate::logs::Stream;
+use crate::logs::{Stream, log_pipe};
 use crate::spec::{ServerSpec, Transport};
 
 /// Where programs are looked up when the server's environment names no PATH.
@@ -51,14 +51,24 @@ pub(super) fn launch(spec: &ServerSpec, generation: u64, table: &Arc<ProcTable>)
     tracing::debug!(server = %spec.id, generation, pid, program = %program.display(), "spawned");
     let tree = Arc::new(Tree::new(pid.unwrap_or(0), table.clone()));
     let stdin = child.stdin.take().map(|p| Box::new(p) as super::InPipe);
-    let stdout = child.stdout.take().map(|p| Box::new(p) as super::Pipe);
     if let Some(err) = child.stderr.as_ref() {
         grow_pipe(err);
     }
-    if let (Transport::Http { .. }, Some(out)) = (spec.transport, child.stdout.as_ref()) {
-        grow_pipe(out);
-    }
-    let stderr = child.stderr.take().map(|p| Box::new(p) as super::Pipe);
+    // Log pipes move to the drain thread's reactor; stdout of a stdio server carries MCP and stays.
+    let io_error = |source| SpawnError::Io { program: spec.command[0].clone(), source };
+    let http = matches!(spec.transport, Transport::Http { .. });
+    let stdout = match child.stdout.take() {
+        Some(out) if http => {
+            grow_pipe(&out);
+            Some(out.into_owned_fd().and_then(log_pipe).map_err(io_error)?)
+        }
+        Some(out) => Some(Box::new(out) as super::Pipe),
+        None => None,
+    };
+    let stderr = match child.stderr.take() {
+        Some(err) => Some(err.into_owned_fd().and_then(log_pipe).map_err(io_error)?),
+        None => None,
+    };
     let mut log_pipes = Vec::new();
     if let Some(stderr) = stderr {
         log_pipes.push((Stream::Stderr, stderr));
