@@ -132,7 +132,8 @@ impl ScanReport {
 
     /// One line for people: counts by severity, and where the critical findings are.
     pub fn summary(&self) -> String {
-        let mut out = format!("scanned {} files ({} bytes): ", self.files_scanned, self.bytes_scanned);
+        let files = if self.files_scanned == 1 { "file" } else { "files" };
+        let mut out = format!("scanned {} {files} ({} bytes): ", self.files_scanned, self.bytes_scanned);
         if self.findings.is_empty() {
             out.push_str("no findings");
             return out;
@@ -432,10 +433,9 @@ pub fn scan_text(file: &str, text: &str) -> Vec<Finding> {
     scan_bytes(file, text.as_bytes())
 }
 
-/// Scans one file's bytes: name rules, magic bytes, and (for text) the text rules of its language.
+/// Scans one whole file: name rules, magic bytes, and (for text) the text rules of its language.
 ///
-/// `bytes` is the whole file, or its first bytes when it is too large for the text rules; in that
-/// case call [`scan_head`] instead.
+/// For a file too large for the text rules, call [`scan_head`] with its first bytes instead.
 pub fn scan_bytes(file: &str, bytes: &[u8]) -> Vec<Finding> {
     let mut findings = scan_head(file, bytes);
     let sniff = &bytes[..bytes.len().min(SNIFF_BYTES)];
@@ -639,10 +639,19 @@ fn excerpt(line: &[u8], at: usize) -> String {
     if start > 0 {
         out.push('…');
     }
+    // Escapes make characters longer; the window stays within the limit all the same.
+    let mut shown = 0;
+    let mut cut = end < chars.len();
     for &c in &chars[start..end] {
+        let width = if c.is_control() { c.escape_default().count() } else { 1 };
+        if shown + width > MAX_EXCERPT_CHARS {
+            cut = true;
+            break;
+        }
+        shown += width;
         if c.is_control() { out.extend(c.escape_default()) } else { out.push(c) }
     }
-    if end < chars.len() {
+    if cut {
         out.push('…');
     }
     out
