@@ -2,7 +2,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use super::{COMPILED, LANGS, Severity, TEXT_RULES, scan_bytes, scan_dir, scan_text};
+use super::{COMPILED, LANGS, Severity, TEXT_RULES, long_runs, scan_bytes, scan_dir, scan_text};
 
 /// (file, text, rule, line): `rule` must report `line` when `text` is scanned as `file`.
 const TRUE_POSITIVES: &[(&str, &str, &str, u32)] = &[
@@ -317,4 +317,45 @@ fn a_clean_directory_summarises_as_no_findings() {
     let report = scan_dir(dir.path()).unwrap();
     assert_eq!(report.blocking().count(), 0);
     assert_eq!(report.summary(), "scanned 1 file (12 bytes): no findings");
+}
+
+#[test]
+fn probing_for_long_runs_finds_exactly_what_a_full_scan_finds() {
+    // Every run of `min` or more members, found the slow way.
+    let naive = |bytes: &[u8], min: usize| {
+        let mut runs = Vec::new();
+        let mut start = None;
+        for (i, &b) in bytes.iter().chain(std::iter::once(&b'.')).enumerate() {
+            match (b == b'a', start) {
+                (true, None) => start = Some(i),
+                (false, Some(s)) => {
+                    if i - s >= min {
+                        runs.push(s..i);
+                    }
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        runs
+    };
+    let mut seed: u64 = 7;
+    for case in 0..5_000 {
+        let len = case % 97;
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                // Mostly members, so runs of every length occur.
+                if (seed >> 33).is_multiple_of(5) { b'.' } else { b'a' }
+            })
+            .collect();
+        for min in 1..12 {
+            assert_eq!(
+                long_runs(&bytes, min, |b| b == b'a'),
+                naive(&bytes, min),
+                "{:?} min {min}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+    }
 }
