@@ -132,7 +132,8 @@ impl ScanReport {
 
     /// One line for people: counts by severity, and where the critical findings are.
     pub fn summary(&self) -> String {
-        let mut out = format!("scanned {} files ({} bytes): ", self.files_scanned, self.bytes_scanned);
+        let files = if self.files_scanned == 1 { "file" } else { "files" };
+        let mut out = format!("scanned {} {files} ({} bytes): ", self.files_scanned, self.bytes_scanned);
         if self.findings.is_empty() {
             out.push_str("no findings");
             return out;
@@ -432,10 +433,9 @@ pub fn scan_text(file: &str, text: &str) -> Vec<Finding> {
     scan_bytes(file, text.as_bytes())
 }
 
-/// Scans one file's bytes: name rules, magic bytes, and (for text) the text rules of its language.
+/// Scans one whole file: name rules, magic bytes, and (for text) the text rules of its language.
 ///
-/// `bytes` is the whole file, or its first bytes when it is too large for the text rules; in that
-/// case call [`scan_head`] instead.
+/// For a file too large for the text rules, call [`scan_head`] with its first bytes instead.
 pub fn scan_bytes(file: &str, bytes: &[u8]) -> Vec<Finding> {
     let mut findings = scan_head(file, bytes);
     let sniff = &bytes[..bytes.len().min(SNIFF_BYTES)];
@@ -639,10 +639,19 @@ fn excerpt(line: &[u8], at: usize) -> String {
     if start > 0 {
         out.push('…');
     }
+    // Escapes make characters longer; the window stays within the limit all the same.
+    let mut shown = 0;
+    let mut cut = end < chars.len();
     for &c in &chars[start..end] {
+        let width = if c.is_control() { c.escape_default().count() } else { 1 };
+        if shown + width > MAX_EXCERPT_CHARS {
+            cut = true;
+            break;
+        }
+        shown += width;
         if c.is_control() { out.extend(c.escape_default()) } else { out.push(c) }
     }
-    if end < chars.len() {
+    if cut {
         out.push('…');
     }
     out
@@ -663,55 +672,62 @@ fn redact(line: &[u8]) -> Vec<u8> {
         .into_owned()
 }
 
+/// Finds the runs of at least `min` bytes for which `member` holds, in order.
+///
+/// Any `min` consecutive positions include exactly one multiple of `min`, so only those positions
+/// are probed, and a run is measured only around a probe that lands in one: a clean file costs
+/// `len / min` probes plus short walks, not a look at every byte.
+fn long_runs(bytes: &[u8], min: usize, member: impl Fn(u8) -> bool) -> Vec<std::ops::Range<usize>> {
+    let mut runs = Vec::new();
+    let mut probe = min - 1;
+    while probe < bytes.len() {
+        if !member(bytes[probe]) {
+            probe += min;
+            continue;
+        }
+        let start = bytes[..probe].iter().rposition(|&b| !member(b)).map_or(0, |at| at + 1);
+        let end = bytes[probe..].iter().position(|&b| !member(b)).map_or(bytes.len(), |n| probe + n);
+        if end - start >= min {
+            runs.push(start..end);
+        }
+        // The first probe position at or after the run's end (`bytes[end]` is not a member).
+        probe = end + (2 * min - 1 - end % min) % min;
+    }
+    runs
+}
+
 /// Reports runs of [`BLOB_CHARS`] or more base64 or hex-escape characters (`\x41\x42…` counts too).
 fn find_blobs(file: &str, bytes: &[u8], findings: &mut Vec<Finding>) {
     let is_blob_char = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'\\' | b'_' | b'-');
     let mut lines = LineIndex::new(bytes);
-    let mut run_start = None;
-    let mut reported = 0;
-    for (i, &b) in bytes.iter().chain(std::iter::once(&b'\n')).enumerate() {
-        if is_blob_char(b) {
-            run_start.get_or_insert(i);
-            continue;
-        }
-        if let Some(start) = run_start.take()
-            && i - start >= BLOB_CHARS
-        {
-            let (line, text, column) = lines.locate(start);
-            findings.push(Finding {
-                rule: "encoded_blob",
-                severity: Severity::Warning,
-                file: file.to_owned(),
-                line,
-                message: format!(
-                    "a {}-character encoded blob: payloads hide in these; if it is data, ship it as a file",
-                    i - start
-                ),
-                excerpt: excerpt(text, column),
-            });
-            reported += 1;
-            if reported == MAX_PER_RULE_PER_FILE {
-                return;
-            }
-        }
+    for run in long_runs(bytes, BLOB_CHARS, is_blob_char).into_iter().take(MAX_PER_RULE_PER_FILE) {
+        let (line, text, column) = lines.locate(run.start);
+        findings.push(Finding {
+            rule: "encoded_blob",
+            severity: Severity::Warning,
+            file: file.to_owned(),
+            line,
+            message: format!(
+                "a {}-character encoded blob: payloads hide in these; if it is data, ship it as a file",
+                run.len()
+            ),
+            excerpt: excerpt(text, column),
+        });
     }
 }
 
 /// Reports the first line of [`MINIFIED_LINE_BYTES`] or more.
 fn find_minified(file: &str, bytes: &[u8], findings: &mut Vec<Finding>) {
-    for (number, line) in bytes.split(|&b| b == b'\n').enumerate() {
-        if line.len() >= MINIFIED_LINE_BYTES {
-            findings.push(Finding {
-                rule: "minified",
-                severity: Severity::Info,
-                file: file.to_owned(),
-                line: u32::try_from(number + 1).unwrap_or(u32::MAX),
-                message: format!("a {}-byte line: minified or generated code cannot be reviewed by eye", line.len()),
-                excerpt: excerpt(line, 0),
-            });
-            return;
-        }
-    }
+    let Some(run) = long_runs(bytes, MINIFIED_LINE_BYTES, |b| b != b'\n').into_iter().next() else { return };
+    let (line, text, _) = LineIndex::new(bytes).locate(run.start);
+    findings.push(Finding {
+        rule: "minified",
+        severity: Severity::Info,
+        file: file.to_owned(),
+        line,
+        message: format!("a {}-byte line: minified or generated code cannot be reviewed by eye", run.len()),
+        excerpt: excerpt(text, 0),
+    });
 }
 
 /// npm runs these scripts on `npm install`; hivehost installs with scripts off by default.
