@@ -60,6 +60,20 @@ pub(crate) struct MetricsArgs {
     pub(crate) server: ActorRef<ServerMsg>,
 }
 
+/// The time until the next multiple of `interval` since a process-wide epoch.
+///
+/// Every sampler with the same interval ticks at the same instants: 500 samplers then cost one
+/// burst of work and one look at the process table per interval, instead of a timer wake-up
+/// every 10 ms.
+fn until_next_tick(interval: Duration) -> Duration {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(std::time::Instant::now);
+    let period = interval.as_nanos().max(1);
+    let into = epoch.elapsed().as_nanos() % period;
+    let wait = u64::try_from(period - into).unwrap_or(u64::MAX);
+    Duration::from_nanos(wait)
+}
+
 pub(crate) enum MetricsMsg {
     Tick,
 }
@@ -79,7 +93,7 @@ impl Actor for MetricsSampler {
         myself: ActorRef<MetricsMsg>,
         args: MetricsArgs,
     ) -> Result<MetricsState, ActorProcessingErr> {
-        myself.send_after(args.interval, || MetricsMsg::Tick);
+        myself.send_after(until_next_tick(args.interval), || MetricsMsg::Tick);
         Ok(MetricsState { args, sampling: None })
     }
 
@@ -113,7 +127,7 @@ impl Actor for MetricsSampler {
                 let _ = server.cast(ServerMsg::Sampled(sample));
             }));
         }
-        myself.send_after(state.args.interval, || MetricsMsg::Tick);
+        myself.send_after(until_next_tick(state.args.interval), || MetricsMsg::Tick);
         Ok(())
     }
 
