@@ -150,11 +150,24 @@ impl App {
                 Vec::new()
             }
         };
+        // Adopted servers are recorded all at once: the store commits them in a few batches
+        // instead of one commit per directory in turn.
+        let mut records = tokio::task::JoinSet::new();
         for (id, dir) in dirs.into_iter().filter(|(id, _)| !known.contains(id)) {
             match self.adopt(&id, &dir).await {
-                Ok(true) => start.push(id),
-                Ok(false) => {}
+                Ok(record) => {
+                    if record.desired == Desired::Running {
+                        start.push(id.clone());
+                    }
+                    let store = self.store.clone();
+                    records.spawn(async move { (id, store.put_server(record).await) });
+                }
                 Err(err) => tracing::error!(server = %id, "not loaded: {err:#}"),
+            }
+        }
+        while let Some(done) = records.join_next().await {
+            if let Ok((id, Err(err))) = done {
+                tracing::error!(server = %id, error = %err, "recording an adopted server failed");
             }
         }
         for id in start {
@@ -164,8 +177,9 @@ impl App {
         }
     }
 
-    /// Records a server directory that has no record yet; returns whether it wants to start at boot.
-    async fn adopt(&self, id: &str, dir: &Path) -> anyhow::Result<bool> {
+    /// Adds a server directory that has no record yet; returns the record to store (its desired
+    /// state is running when its config says `autostart`).
+    async fn adopt(&self, id: &str, dir: &Path) -> anyhow::Result<ServerRecord> {
         let path = dir.join(SERVER_CONFIG);
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         let spec: serde_json::Value =
@@ -185,8 +199,7 @@ impl App {
             scan: None,
             code_dir: dir.display().to_string(),
         };
-        self.store.put_server(record).await?;
-        Ok(autostart)
+        Ok(record)
     }
 
     /// Adds server `id` (code in `dir`, settings `spec`) to the supervisor.
