@@ -66,20 +66,19 @@ impl App {
         let boot = recovery::boot_id();
         // Recovery before anything starts: what a dead instance left running dies first.
         let leftovers = store.instances().await?;
-        let killed = recovery::kill_leftovers(&leftovers, &boot).await;
+        let killed = actors::process::kill_leftovers(&recovery::leftovers(&leftovers, &boot)).await;
         for record in &leftovers {
             store.clear_instance(&record.server, record.generation).await?;
         }
         if killed > 0 {
             tracing::warn!(killed, "killed processes left running by a previous hivehost that died");
-            store.append_event(NewEvent {
-                at_ms: crate::store::now_ms(),
-                category: Category::Incidents,
-                server: None,
-                kind: "recovered".into(),
-                message: format!("killed {killed} processes left running by a previous hivehost that died"),
-                data: serde_json::json!({ "killed": killed }),
-            });
+            store.append_event(NewEvent::now(
+                Category::Incidents,
+                None,
+                "recovered",
+                format!("killed {killed} processes left running by a previous hivehost that died"),
+                serde_json::json!({ "killed": killed }),
+            ));
         }
         janitor::remove_staging(&config.servers_dir);
         let recorder = tokio::spawn(recorder::run(supervisor.subscribe(), store.clone(), boot));
@@ -235,25 +234,20 @@ impl App {
         progress: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<Deployed, DeployError> {
         let id = deploy::id_from_name(name)?;
-        let limit = self.config.max_upload_size_bytes();
-        if archive.len() as u64 > limit {
-            return Err(DeployError::Refused(format!(
-                "the archive is {} bytes, over mcp_hosting.security.max_upload_size_mb ({} MiB)",
-                archive.len(),
-                self.config.security.max_upload_size_mb
-            )));
-        }
-        let _claim = Claim::take(&self.deploying, &id)?;
+        // The archive's size is checked by `package::unpack`, before anything is written.
+        let claim = Claim::take(&self.deploying, &id)?;
         let existing = self.store.servers().await.map_err(|e| DeployError::Internal(e.to_string()))?;
         if existing.iter().any(|r| r.id == id) || self.config.servers_dir.join(&id).exists() {
             return Err(DeployError::Refused(format!(
                 "a server with id `{id}` is already deployed; delete it first, or choose another name"
             )));
         }
+        // Deploys in flight count too, or two at once could both take the last place.
+        let others_in_flight = claim.others();
         let max = usize::try_from(self.config.max_servers).unwrap_or(usize::MAX);
-        if existing.len() >= max {
+        if existing.len() + others_in_flight >= max {
             return Err(DeployError::Refused(format!(
-                "{} servers are deployed, the most mcp_hosting.max_servers ({max}) allows; delete one, or raise the limit",
+                "{} servers are deployed and {others_in_flight} more being deployed, the most mcp_hosting.max_servers ({max}) allows; delete one, or raise the limit",
                 existing.len()
             )));
         }
@@ -261,7 +255,7 @@ impl App {
         let dir = self.config.servers_dir.join(&id);
         // The one step that makes it a server: a rename on one file system.
         if let Err(err) = std::fs::rename(&staged.dir, &dir) {
-            let _ = std::fs::remove_dir_all(&staged.dir);
+            deploy::remove_tree(staged.dir).await;
             return Err(DeployError::Internal(format!("moving the package into {}: {err}", dir.display())));
         }
         if !staged.installed.is_empty() {
@@ -285,25 +279,17 @@ impl App {
             code_dir: dir.display().to_string(),
         };
         if let Err(err) = self.store.put_server(record).await {
-            let _ = std::fs::remove_dir_all(&dir);
+            deploy::remove_tree(dir).await;
             return Err(DeployError::Internal(format!("recording the server: {err}")));
         }
-        let _ = self
-            .store
-            .append_event_durable(NewEvent {
-                at_ms: now,
-                category: Category::Infrastructure,
-                server: Some(id.clone()),
-                kind: "deployed".into(),
-                message: format!(
-                    "deployed {} ({} runtime): {}",
-                    staged.config.name,
-                    staged.runtime,
-                    staged.scan.summary()
-                ),
-                data: serde_json::json!({ "scan": scan, "warnings": staged.warnings }),
-            })
-            .await;
+        let deployed = NewEvent::now(
+            Category::Infrastructure,
+            Some(&id),
+            "deployed",
+            format!("deployed {} ({} runtime): {}", staged.config.name, staged.runtime, staged.scan.summary()),
+            serde_json::json!({ "scan": scan, "warnings": staged.warnings }),
+        );
+        let _ = self.store.append_event_durable(deployed).await;
         if let Err(err) = self.add_server(&id, &dir, &staged.spec).await {
             return Err(DeployError::Internal(format!("deployed, but it could not be added: {err:#}")));
         }
@@ -338,35 +324,28 @@ impl App {
     /// Deletes a server: stops it (`force`: kills it at once), then removes its code, state, logs
     /// and record. Its events stay.
     pub async fn delete(&self, id: &str, force: bool) -> Result<(), actors::ActorsError> {
-        let deleted = if force { self.supervisor.delete_now(id).await } else { self.supervisor.delete(id).await };
-        let known = self.store.server(id).await.ok().flatten().is_some();
-        match deleted {
+        match if force { self.supervisor.delete_now(id).await } else { self.supervisor.delete(id).await } {
             Ok(()) => {}
-            Err(actors::ActorsError::NotFound(_)) if known => {}
+            // Recorded but never loaded (its code went missing): still deletable.
+            Err(actors::ActorsError::NotFound(_)) if self.store.server(id).await.ok().flatten().is_some() => {}
             Err(err) => return Err(err),
         }
+        // A venv holds thousands of files: removed off the async workers.
         for dir in [&self.config.servers_dir, &self.config.state_dir, &self.config.logs_dir] {
-            let path = dir.join(id);
-            if let Err(err) = std::fs::remove_dir_all(&path)
-                && err.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::error!(path = %path.display(), error = %err, "removing a deleted server's files failed");
-            }
+            deploy::remove_tree(dir.join(id)).await;
         }
         if let Err(err) = self.store.delete_server(id).await {
             tracing::error!(server = %id, error = %err, "removing the server's record failed");
         }
-        let _ = self
-            .store
-            .append_event_durable(NewEvent {
-                at_ms: crate::store::now_ms(),
-                category: Category::Infrastructure,
-                server: Some(id.to_owned()),
-                kind: "deleted".into(),
-                message: format!("deleted{}", if force { " (forced)" } else { "" }),
-                data: serde_json::json!({ "force": force }),
-            })
-            .await;
+        let message = if force { "deleted (forced)" } else { "deleted" };
+        let deleted = NewEvent::now(
+            Category::Infrastructure,
+            Some(id),
+            "deleted",
+            message,
+            serde_json::json!({ "force": force }),
+        );
+        let _ = self.store.append_event_durable(deleted).await;
         Ok(())
     }
 
@@ -386,14 +365,7 @@ impl App {
 
     fn incident(&self, id: &str, kind: &str, message: String) {
         tracing::error!(server = %id, "{message}");
-        self.store.append_event(NewEvent {
-            at_ms: crate::store::now_ms(),
-            category: Category::Incidents,
-            server: Some(id.to_owned()),
-            kind: kind.to_owned(),
-            message,
-            data: serde_json::json!({}),
-        });
+        self.store.append_event(NewEvent::now(Category::Incidents, Some(id), kind, message, serde_json::json!({})));
     }
 }
 
@@ -423,6 +395,11 @@ impl<'a> Claim<'a> {
             )));
         }
         Ok(Claim { set, id: id.to_owned() })
+    }
+
+    /// How many other deploys are in flight.
+    fn others(&self) -> usize {
+        self.set.lock().unwrap_or_else(|p| p.into_inner()).len().saturating_sub(1)
     }
 }
 

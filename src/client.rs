@@ -16,7 +16,7 @@ const TIMEOUT: Duration = Duration::from_secs(900);
 /// Where and how to reach the API.
 pub struct Client {
     addr: String,
-    token: String,
+    token: Option<String>,
 }
 
 impl Client {
@@ -41,18 +41,33 @@ impl Client {
             config.dashboard.host.clone()
         };
         let addr = std::env::var("HIVEHOST_ADDR").unwrap_or_else(|_| format!("{host}:{}", config.dashboard.port));
-        Ok(Client { addr, token })
+        Ok(Client::new(addr, Some(token)))
+    }
+
+    /// A client of the API at `addr` (`host:port`), sending `token` when given.
+    pub fn new(addr: String, token: Option<String>) -> Client {
+        Client { addr, token }
     }
 
     /// Sends one request; returns the JSON answer, or an error carrying the API's message.
     pub fn call(&self, method: &str, path: &str, body: &[u8]) -> anyhow::Result<serde_json::Value> {
+        let (status, value) = self.send(method, path, body)?;
+        if !(200..300).contains(&status) {
+            let message = value["error"]["message"].as_str().map_or_else(|| value.to_string(), str::to_owned);
+            bail!("{message} (HTTP {status})");
+        }
+        Ok(value)
+    }
+
+    /// Sends one request; returns the HTTP status and the answer as JSON (`Null` if it is not JSON).
+    pub fn send(&self, method: &str, path: &str, body: &[u8]) -> anyhow::Result<(u16, serde_json::Value)> {
         let mut stream = TcpStream::connect(&self.addr)
             .with_context(|| format!("connecting to hivehost at {} (is hivehost serve running?)", self.addr))?;
         stream.set_read_timeout(Some(TIMEOUT))?;
+        let auth = self.token.as_ref().map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/zip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\n{auth}Content-Type: application/zip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             self.addr,
-            self.token,
             body.len()
         );
         stream.write_all(head.as_bytes())?;
@@ -62,12 +77,8 @@ impl Client {
         let text = String::from_utf8_lossy(&raw);
         let (head, body) = text.split_once("\r\n\r\n").context("a malformed answer from hivehost")?;
         let status: u16 = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let value: serde_json::Value = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
-        if !(200..300).contains(&status) {
-            let message = value["error"]["message"].as_str().map_or_else(|| body.trim().to_owned(), str::to_owned);
-            bail!("{message} (HTTP {status})");
-        }
-        Ok(value)
+        // axum answers JSON with a length, never chunked.
+        Ok((status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null)))
     }
 }
 

@@ -346,7 +346,12 @@ impl Store {
 
 /// Milliseconds since the Unix epoch, by the system clock.
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    millis(SystemTime::now())
+}
+
+/// `t` as milliseconds since the Unix epoch, the store's time unit (0 before the epoch).
+pub fn millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

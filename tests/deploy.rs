@@ -8,7 +8,7 @@ use std::time::Duration;
 #[path = "support/harness.rs"]
 mod harness;
 
-use harness::{request, start_serve, wait_until, write_config};
+use harness::{marked, request, start_serve, wait_until, write_config};
 use hivehost::package::{IntakeLimits, pack_dir};
 
 const SHORT: Duration = Duration::from_secs(60);
@@ -26,15 +26,7 @@ fn state_of(addr: &str, token: &str, id: &str) -> Option<String> {
     (status == 200).then(|| body["state"].as_str().unwrap_or_default().to_owned())
 }
 
-fn sigterm_and_wait(child: &mut std::process::Child) -> Option<i32> {
-    // SAFETY: kill(2) on the pid of the child this test started.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-    }
-    child.wait().ok()?.code()
-}
-
-/// A bash server that leaves a daemon-like child running, marked with `HH_MARK=mark`.
+/// A bash server that leaves a daemon-like child running, its processes marked with `mark`.
 fn bash_package(root: &Path, name: &str, mark: &str) -> Vec<u8> {
     let dir = root.join(format!("pkg-{name}"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -42,33 +34,14 @@ fn bash_package(root: &Path, name: &str, mark: &str) -> Vec<u8> {
     let config = serde_json::json!({
         "name": name,
         "command": ["bash", "server.sh"],
-        "environment": { "HH_MARK": mark },
+        "environment": { harness::MARK: mark },
         "shutdown_timeout": 2
     });
     std::fs::write(dir.join("server_config.json"), config.to_string()).unwrap();
     pack_dir(&dir, &limits()).unwrap()
 }
 
-/// Live (not zombie) processes whose environment has `HH_MARK=mark`, with their command lines.
-fn marked(mark: &str) -> Vec<(u32, String)> {
-    let assignment = format!("HH_MARK={mark}");
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
-        if !environ.split(|b| *b == 0).any(|v| v == assignment.as_bytes()) {
-            continue;
-        }
-        let zombie = hivehost_stat_zombie(pid);
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if !zombie {
-            found.push((pid, String::from_utf8_lossy(&cmdline).replace('\0', " ").trim().to_owned()));
-        }
-    }
-    found
-}
-
-fn hivehost_stat_zombie(pid: u32) -> bool {
+fn zombie_or_gone(pid: u32) -> bool {
     actors::process::proc_stat(pid).is_none_or(|s| s.zombie)
 }
 
@@ -76,8 +49,7 @@ fn hivehost_stat_zombie(pid: u32) -> bool {
 fn roots(mark: &str, hivehost: u32) -> Vec<u32> {
     marked(mark)
         .into_iter()
-        .filter(|(pid, _)| actors::process::proc_stat(*pid).is_some_and(|s| s.ppid == hivehost))
-        .map(|(pid, _)| pid)
+        .filter(|pid| actors::process::proc_stat(*pid).is_some_and(|s| s.ppid == hivehost))
         .collect()
 }
 
@@ -110,10 +82,14 @@ fn example_package_deploys_with_its_dependencies_from_the_index_and_runs() {
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
     let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
     assert!(cmdline.contains(".venv/bin/python") && cmdline.contains("server.py"), "{cmdline:?} ({exe:?})");
-    // A FastMCP server waits on stdin; if its import had failed it would have exited by now.
-    std::thread::sleep(Duration::from_millis(500));
+    // FastMCP imports pydantic, whose core is a native library: once it is mapped from the server's
+    // own venv, the server runs on the packages the deploy installed.
+    let venv_core = site.join("pydantic_core").display().to_string();
+    wait_until("the server imports its dependencies from its venv", SHORT, || {
+        std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|maps| maps.contains(&venv_core))
+    });
     assert_eq!(state_of(&addr, &token, "example").as_deref(), Some("running"));
-    assert_eq!(sigterm_and_wait(&mut serve), Some(0));
+    assert_eq!(serve.terminate(), Some(0));
 }
 
 #[test]
@@ -152,7 +128,7 @@ fn hostile_and_invalid_uploads_are_refused_and_leave_nothing() {
     let left: Vec<PathBuf> =
         std::fs::read_dir(dir.path().join("servers")).unwrap().flatten().map(|e| e.path()).collect();
     assert_eq!(left, [dir.path().join("servers/ok")], "nothing of a refused upload is written under servers_dir");
-    assert_eq!(sigterm_and_wait(&mut serve), Some(0));
+    assert_eq!(serve.terminate(), Some(0));
 }
 
 #[test]
@@ -180,7 +156,7 @@ fn a_killed_hivehost_comes_back_with_every_server_exactly_once_and_its_history()
     for name in ["alpha", "beta"] {
         wait_until("both servers and their daemons run", SHORT, || marked(&mark(name)).len() >= 2);
     }
-    let before: Vec<u32> = ["alpha", "beta"].iter().flat_map(|n| marked(&mark(n))).map(|(pid, _)| pid).collect();
+    let before: Vec<u32> = ["alpha", "beta"].iter().flat_map(|n| marked(&mark(n))).collect();
 
     // A deploy that hangs in its dependency install: the package index never answers.
     let index = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -225,7 +201,7 @@ fn a_killed_hivehost_comes_back_with_every_server_exactly_once_and_its_history()
         wait_until("its new tree is up", SHORT, || marked(&mark(name)).len() >= 2);
         assert_eq!(roots(&mark(name), second.id()).len(), 1, "{name} runs exactly once: {:?}", marked(&mark(name)));
     }
-    let survivors: Vec<u32> = before.iter().copied().filter(|pid| !hivehost_stat_zombie(*pid)).collect();
+    let survivors: Vec<u32> = before.iter().copied().filter(|pid| !zombie_or_gone(*pid)).collect();
     assert_eq!(survivors, Vec::<u32>::new(), "nothing of the dead instance's trees is left");
     assert_eq!(state_of(&addr, &token, "gamma").as_deref(), Some("stopped"), "gamma is back, still stopped");
     assert_eq!(state_of(&addr, &token, "slow"), None, "the half-made deploy is not a server");
@@ -237,9 +213,9 @@ fn a_killed_hivehost_comes_back_with_every_server_exactly_once_and_its_history()
     let mut names = names;
     names.sort();
     assert_eq!(names, ["alpha", "beta", "gamma"], "no staging directory and no half-made server is left");
-    assert_eq!(sigterm_and_wait(&mut second), Some(0));
+    assert_eq!(second.terminate(), Some(0));
     for name in ["alpha", "beta", "gamma"] {
-        assert_eq!(marked(&mark(name)), Vec::new(), "{name} leaves nothing after a clean stop");
+        assert_eq!(marked(&mark(name)), Vec::<u32>::new(), "{name} leaves nothing after a clean stop");
     }
 
     // The history spans both instances.
@@ -287,7 +263,7 @@ fn max_servers_is_enforced_and_delete_keeps_only_the_history() {
     }
     let (status, body) = request(&addr, "DELETE", "/api/v1/servers/solo?force=true", Some(&token), b"").unwrap();
     assert_eq!(status, 200, "{body}");
-    assert_eq!(marked(&mark), Vec::new(), "a forced delete leaves no process");
+    assert_eq!(marked(&mark), Vec::<u32>::new(), "a forced delete leaves no process");
     for sub in ["servers/solo", "state/solo", "logs/solo"] {
         assert!(!dir.path().join(sub).exists(), "{sub} is removed by delete");
     }
@@ -295,7 +271,7 @@ fn max_servers_is_enforced_and_delete_keeps_only_the_history() {
     assert_eq!(status, 404);
     let (status, _) = request(&addr, "POST", "/api/v1/servers?name=extra", Some(&token), &other).unwrap();
     assert_eq!(status, 201, "the freed place can be used");
-    assert_eq!(sigterm_and_wait(&mut serve), Some(0));
+    assert_eq!(serve.terminate(), Some(0));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let store = hivehost::store::Store::open(&dir.path().join("hivehost.db")).unwrap();
@@ -351,5 +327,5 @@ fn the_command_line_client_deploys_lists_controls_and_removes() {
     let (ok, _, err) = cli(dir.path(), &config, &addr, &["rm", "ticker"]);
     assert!(ok, "{err}");
     assert!(!dir.path().join("servers/ticker").exists());
-    assert_eq!(sigterm_and_wait(&mut serve), Some(0));
+    assert_eq!(serve.terminate(), Some(0));
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 #[path = "support/harness.rs"]
 mod harness;
 
-use harness::{healthz, marked, start_serve, write_config, write_server};
+use harness::{healthz, marked, serve_once, start_serve, write_config, write_server};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -24,16 +24,7 @@ fn sigterm_stops_fifty_servers_and_exits_zero() {
     let (mut child, addr) = start_serve(dir.path(), &config);
     wait_until("all 50 servers run", || healthz(&addr).is_some_and(|h| h["running"] == 50));
     assert!(marked(&marker).len() >= 50, "every server has a process");
-    // SAFETY: kill(2) on the pid of the child this test started.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-    }
-    let mut status = None;
-    wait_until("hivehost exits", || {
-        status = child.try_wait().unwrap();
-        status.is_some()
-    });
-    assert_eq!(status.unwrap().code(), Some(0), "a requested shutdown exits 0");
+    assert_eq!(child.terminate(), Some(0), "a requested shutdown exits 0 within 30 s");
     assert_eq!(marked(&marker), Vec::<u32>::new(), "no hosted process is left behind");
 }
 
@@ -42,14 +33,7 @@ fn invalid_config_is_reported_with_its_path_and_exits_non_zero() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.json");
     std::fs::write(&config, r#"{"mcp_hosting": {"dashboard": {"port": "abc"}, "max_servers": 0}}"#).unwrap();
-    #[allow(clippy::disallowed_methods, reason = "the test starts the binary under test")]
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hivehost"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .current_dir(dir.path())
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
+    let out = serve_once(dir.path(), &config);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("mcp_hosting.dashboard.port"), "{stderr}");
@@ -62,20 +46,11 @@ fn a_second_instance_on_the_same_data_directory_is_refused() {
     let config = write_config(dir.path(), 10, 5).unwrap();
     let (mut first, addr) = start_serve(dir.path(), &config);
     wait_until("the first instance answers", || healthz(&addr).is_some());
-    #[allow(clippy::disallowed_methods, reason = "the test starts the binary under test")]
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hivehost"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .current_dir(dir.path())
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    // SAFETY: kill(2) on the pid of the child this test started.
-    unsafe {
-        libc::kill(first.id() as libc::pid_t, libc::SIGTERM);
-    }
+    let out = serve_once(dir.path(), &config);
+    let first_pid = first.id();
+    let first_exit = first.terminate();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the second instance must not run: {stderr}");
-    assert!(stderr.contains(&format!("another hivehost (pid {}) is running", first.id())), "{stderr}");
-    assert_eq!(first.wait().unwrap().code(), Some(0), "the first instance is untouched and stops cleanly");
+    assert!(stderr.contains(&format!("another hivehost (pid {first_pid}) is running")), "{stderr}");
+    assert_eq!(first_exit, Some(0), "the first instance is untouched and stops cleanly");
 }

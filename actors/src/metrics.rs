@@ -47,6 +47,13 @@ impl MetricsRing {
     pub(crate) fn all(&self) -> Vec<MetricsSample> {
         self.samples.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect()
     }
+
+    /// The samples taken after `after`, oldest first; only those are copied.
+    pub(crate) fn since(&self, after: SystemTime) -> Vec<MetricsSample> {
+        let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let newer = samples.iter().rev().take_while(|s| s.at > after).count();
+        samples.iter().skip(samples.len() - newer).copied().collect()
+    }
 }
 
 /// The actor that samples one incarnation's tree.

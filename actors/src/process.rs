@@ -8,6 +8,7 @@
 //! them all with SIGKILL: nothing that double-forks or calls `setsid` survives.
 
 mod job;
+mod leftovers;
 mod reaper;
 mod spawn;
 mod table;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use tokio::io::AsyncRead;
 
 pub use job::{Job, JobEnd, run_job};
+pub use leftovers::{Leftover, kill_leftovers};
 pub use reaper::become_subreaper;
 pub(crate) use reaper::spawn_reaper;
 pub use spawn::DEFAULT_PATH;

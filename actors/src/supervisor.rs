@@ -901,6 +901,12 @@ impl SupervisorHandle {
         Ok(ring.all())
     }
 
+    /// The samples of a server's history taken after `after`, oldest first.
+    pub async fn metrics_since(&self, id: &str, after: SystemTime) -> Result<Vec<MetricsSample>, ActorsError> {
+        let (_, ring) = self.books(id).await?;
+        Ok(ring.since(after))
+    }
+
     async fn books(&self, id: &str) -> Result<(Arc<LogBook>, Arc<MetricsRing>), ActorsError> {
         let id = id.to_owned();
         self.ask(Some(QUERY_TIMEOUT), |r| SupervisorMsg::Books(id, r)).await

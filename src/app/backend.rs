@@ -1,15 +1,11 @@
 //! The HTTP side's view of the platform: `dashboard::Backend` over [`App`], with JSON views.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use dashboard::{Action, ApiError, BoxFuture, DeployRequest, HealthView};
 use serde_json::{Value, json};
 
 use super::{App, DeployError};
 
-fn ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+use crate::store::millis as ms;
 
 /// The JSON form of a server's live status.
 pub(crate) fn status_view(s: &actors::ServerStatus) -> Value {
@@ -45,7 +41,9 @@ pub(crate) fn deploy_error(err: DeployError) -> ApiError {
     let message = err.to_string();
     match err {
         DeployError::Refused(_) => ApiError::new(422, "refused", message),
-        DeployError::Archive(e) if e.rule() == "too_large" => ApiError::new(413, "too_large", message),
+        DeployError::Archive(e) if e.rule_kind() == crate::package::Rule::TooLarge => {
+            ApiError::new(413, "too_large", message)
+        }
         DeployError::Archive(e) => ApiError::new(422, e.rule(), message),
         DeployError::Scan(_) => ApiError::new(422, "scan_blocked", message),
         DeployError::Install(_) => ApiError::new(422, "install_failed", message),

@@ -75,7 +75,7 @@ pub(crate) async fn stage(
     overrides: serde_json::Value,
     progress: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<Staged, DeployError> {
-    let limits = IntakeLimits::new(host.security.max_upload_size_mb.saturating_mul(1 << 20));
+    let limits = IntakeLimits::new(host.max_upload_size_bytes());
     let nonce = format!("{}-{}", std::process::id(), crate::store::now_ms());
     let dir = host.servers_dir.join(format!("{STAGING_PREFIX}{id}-{nonce}"));
     let unpack_dir = dir.clone();
@@ -85,9 +85,24 @@ pub(crate) async fn stage(
         .map_err(|e| DeployError::Internal(format!("extraction stopped: {e}")))??;
     let staged = check(host, runtimes, &dir, name, overrides, progress).await;
     if staged.is_err() {
-        let _ = std::fs::remove_dir_all(&dir);
+        remove_tree(dir).await;
     }
     staged
+}
+
+/// Removes a directory tree (absent is fine) on a blocking thread: a venv holds thousands of files.
+pub(crate) async fn remove_tree(path: PathBuf) {
+    let shown = path.display().to_string();
+    let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&path) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err),
+        _ => Ok(()),
+    })
+    .await;
+    match removed {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::error!(path = %shown, error = %err, "removing a directory failed"),
+        Err(err) => tracing::error!(path = %shown, error = %err, "removing a directory stopped"),
+    }
 }
 
 async fn check(

@@ -39,14 +39,20 @@ pub(crate) async fn run(app: Arc<App>) {
 }
 
 async fn sweep(app: &App) {
-    let cfg = &app.config;
-    let removed = remove_old(&cfg.servers_dir, |name| name.starts_with(STAGING_PREFIX), STALE)
-        + remove_old(&cfg.uploads_dir, |name| !name.starts_with('.'), STALE);
     let known: HashSet<String> = match app.store.servers().await {
         Ok(records) => records.into_iter().map(|r| r.id).collect(),
         Err(_) => return,
     };
-    let orphaned_logs = remove_old(&cfg.logs_dir, |name| !known.contains(name), STALE);
+    let (servers_dir, uploads_dir, logs_dir) =
+        (app.config.servers_dir.clone(), app.config.uploads_dir.clone(), app.config.logs_dir.clone());
+    // Removing trees is blocking file work: off the async workers.
+    let swept = tokio::task::spawn_blocking(move || {
+        let removed = remove_old(&servers_dir, |name| name.starts_with(STAGING_PREFIX), STALE)
+            + remove_old(&uploads_dir, |name| !name.starts_with('.'), STALE);
+        (removed, remove_old(&logs_dir, |name| !known.contains(name), STALE))
+    })
+    .await;
+    let Ok((removed, orphaned_logs)) = swept else { return };
     let compacted = app.store.compact(crate::store::now_ms()).await;
     tracing::info!(removed, orphaned_logs, ?compacted, "cleanup done");
 }
@@ -82,24 +88,22 @@ pub(crate) async fn record_metrics(app: Arc<App>) {
     loop {
         tick.tick().await;
         let Ok(servers) = app.supervisor.list().await else { return };
+        // Deleted servers drop out of the map.
+        let mut seen: HashMap<String, SystemTime> = HashMap::with_capacity(servers.len());
         for status in servers {
-            let Ok(samples) = app.supervisor.metrics(&status.id).await else { continue };
             let since = last.get(&status.id).copied().unwrap_or(UNIX_EPOCH);
-            for sample in samples.iter().filter(|s| s.at > since) {
+            let samples = app.supervisor.metrics_since(&status.id, since).await.unwrap_or_default();
+            for sample in &samples {
                 app.store.append_metric(MetricPoint {
                     server: status.id.clone(),
-                    at_ms: sample
-                        .at
-                        .duration_since(UNIX_EPOCH)
-                        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0)),
+                    at_ms: crate::store::millis(sample.at),
                     cpu_percent: f64::from(sample.cpu_percent),
                     rss_bytes: sample.rss_bytes,
                     processes: sample.processes,
                 });
             }
-            if let Some(newest) = samples.iter().map(|s| s.at).max() {
-                last.insert(status.id.clone(), newest);
-            }
+            seen.insert(status.id, samples.last().map_or(since, |s| s.at));
         }
+        last = seen;
     }
 }

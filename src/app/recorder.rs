@@ -2,10 +2,8 @@
 //! category, restarts become restart records, and spawned main processes become instance records
 //! (what recovery after a crash looks for).
 
-use std::collections::HashMap;
-use std::time::UNIX_EPOCH;
-
 use actors::{Event, EventKind, ServerState};
+use std::collections::HashMap;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::store::{Category, InstanceRecord, NewEvent, RestartRecord, Store};
@@ -17,19 +15,18 @@ pub(crate) async fn run(mut events: tokio::sync::broadcast::Receiver<Event>, sto
         let event = match events.recv().await {
             Ok(event) => event,
             Err(RecvError::Lagged(missed)) => {
-                store.append_event(NewEvent {
-                    at_ms: crate::store::now_ms(),
-                    category: Category::Incidents,
-                    server: None,
-                    kind: "events_lost".into(),
-                    message: format!("{missed} lifecycle events were not recorded: the recorder fell behind"),
-                    data: serde_json::json!({ "missed": missed }),
-                });
+                store.append_event(NewEvent::now(
+                    Category::Incidents,
+                    None,
+                    "events_lost",
+                    format!("{missed} lifecycle events were not recorded: the recorder fell behind"),
+                    serde_json::json!({ "missed": missed }),
+                ));
                 continue;
             }
             Err(RecvError::Closed) => break,
         };
-        let at_ms = event.at.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let at_ms = crate::store::millis(event.at);
         let server = event.server.to_string();
         match &event.kind {
             EventKind::Spawned { pid, start_ticks } => {
@@ -53,7 +50,7 @@ pub(crate) async fn run(mut events: tokio::sync::broadcast::Receiver<Event>, sto
                     tracing::error!(server = %server, error = %err, "clearing an instance record failed");
                 }
             }
-            EventKind::RestartScheduled { delay_ms, attempt } => {
+            EventKind::RestartScheduled { .. } => {
                 let exit = last_exit.get(&server);
                 let (exit_code, signal) = match exit.map(|e| e.kind) {
                     Some(policy::ExitKind::Code(code)) => (Some(code), None),
@@ -68,7 +65,6 @@ pub(crate) async fn run(mut events: tokio::sync::broadcast::Receiver<Event>, sto
                     exit_code,
                     signal,
                 });
-                let _ = (delay_ms, attempt);
             }
             EventKind::Deleted => {
                 last_exit.remove(&server);

@@ -126,6 +126,26 @@ pub struct NewEvent {
     pub data: serde_json::Value,
 }
 
+impl NewEvent {
+    /// An event dated now.
+    pub fn now(
+        category: Category,
+        server: Option<&str>,
+        kind: &str,
+        message: impl Into<String>,
+        data: serde_json::Value,
+    ) -> NewEvent {
+        NewEvent {
+            at_ms: crate::store::now_ms(),
+            category,
+            server: server.map(str::to_owned),
+            kind: kind.to_owned(),
+            message: message.into(),
+            data,
+        }
+    }
+}
+
 /// An event as stored, with its row id (ids only grow: never reused, even after deletions).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventRecord {

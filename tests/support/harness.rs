@@ -77,30 +77,16 @@ pub(crate) fn healthz(addr: &str) -> Option<serde_json::Value> {
     serde_json::from_str(body.split("\r\n\r\n").nth(1)?).ok()
 }
 
-/// One HTTP/1.1 request over plain TCP: returns the status and the body as JSON (Null if not JSON).
+/// One request to the API at `addr`, through the command-line client's own code: the status and
+/// the body as JSON.
 pub(crate) fn request(
     addr: &str,
     method: &str,
     path: &str,
     token: Option<&str>,
     body: &[u8],
-) -> std::io::Result<(u16, serde_json::Value)> {
-    let mut stream = std::net::TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(600)))?;
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/zip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )?;
-    stream.write_all(body)?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
-    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    // Chunked bodies are not expected: axum sends JSON with a length.
-    Ok((status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null)))
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    hivehost::client::Client::new(addr.to_owned(), token.map(str::to_owned)).send(method, path, body)
 }
 
 /// A `hivehost serve` the test started: stopped (SIGTERM, then SIGKILL after 30 s) when dropped,
@@ -120,25 +106,43 @@ impl std::ops::DerefMut for Serve {
     }
 }
 
-impl Drop for Serve {
-    fn drop(&mut self) {
+impl Serve {
+    /// Sends SIGTERM and waits up to 30 s for the exit: `Some(exit code)`, or `None` if it did not
+    /// exit in time (or died by a signal); the drop guard then kills it.
+    pub(crate) fn terminate(&mut self) -> Option<i32> {
         if !matches!(self.0.try_wait(), Ok(None)) {
-            return;
+            return None;
         }
         // SAFETY: kill(2) on the pid of the child this test started and has not reaped.
         unsafe {
             libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM);
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while matches!(self.0.try_wait(), Ok(None)) {
-            if std::time::Instant::now() >= deadline {
-                let _ = self.0.kill();
-                let _ = self.0.wait();
-                return;
+        loop {
+            match self.0.try_wait() {
+                Ok(Some(status)) => return status.code(),
+                Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                _ => return None,
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if self.terminate().is_none() && matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Runs `hivehost serve --config CONFIG` in `dir` to its end and returns what it printed: for
+/// configurations it must refuse.
+pub(crate) fn serve_once(dir: &Path, config: &Path) -> std::process::Output {
+    #[allow(clippy::disallowed_methods, reason = "the test runs the binary under test")]
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hivehost"));
+    cmd.args(["serve", "--config"]).arg(config).current_dir(dir).env("NO_COLOR", "1").output().expect("hivehost runs")
 }
 
 /// Starts `hivehost serve --config CONFIG` in `dir`; returns it and the address it logged.

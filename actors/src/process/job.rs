@@ -1,8 +1,9 @@
 //! One-off jobs that are not hosted servers: a package's dependency install (`pip`, `npm`).
 //!
-//! A job runs like a server (no shell, cleared environment, own session, parent-death signal, no
-//! core dumps) but is not supervised: it runs once, its output lines go to the caller as they come,
-//! and it is killed, with its whole process group, at its deadline or when the caller drops it.
+//! A job runs like a server (no shell, cleared environment, and the same pre-exec steps: own
+//! session, parent-death signal, no_new_privs, no core dumps) but is not supervised: it runs once,
+//! its output lines go to the caller as they come, and it is killed, with its whole process group,
+//! at its deadline or when the caller drops it.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -59,23 +60,12 @@ pub async fn run_job(job: &Job, mut on_line: impl FnMut(&str) + Send) -> Result<
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let parent = std::process::id() as libc::pid_t;
+    // The same pre-exec steps as a server: own session, parent-death signal, no_new_privs, no cores.
+    let limits = super::spawn::PreExecLimits::for_job();
     // SAFETY: the closure runs in the forked child before exec and makes only async-signal-safe
     // system calls on a value computed before the fork.
     unsafe {
-        cmd.pre_exec(move || {
-            fn check(res: libc::c_int) -> std::io::Result<()> {
-                if res == -1 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
-            }
-            check(libc::setsid())?;
-            check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0))?;
-            if libc::getppid() != parent {
-                return Err(std::io::Error::other("hivehost exited during spawn"));
-            }
-            check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0))?;
-            let zero = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-            check(libc::setrlimit(libc::RLIMIT_CORE, &zero))
-        });
+        cmd.pre_exec(move || limits.apply());
     }
     let mut child = {
         let mut owned = reaper::spawned();
@@ -120,7 +110,7 @@ pub async fn run_job(job: &Job, mut on_line: impl FnMut(&str) + Send) -> Result<
     }
     if end == JobEnd::TimedOut {
         if let Some(pid) = pid {
-            signal_group(pid, libc::SIGKILL);
+            super::tree::signal_group(pid, libc::SIGKILL);
         }
         let _ = child.wait().await;
     }
@@ -157,24 +147,13 @@ async fn lines(mut pipe: impl AsyncRead + Unpin, tx: tokio::sync::mpsc::Unbounde
     }
 }
 
-fn signal_group(pid: u32, sig: libc::c_int) {
-    if let Ok(pid) = libc::pid_t::try_from(pid)
-        && pid > 0
-    {
-        // SAFETY: kill(2) with a negative pid signals the process group the job leads.
-        unsafe {
-            libc::kill(-pid, sig);
-        }
-    }
-}
-
 /// Kills what is left of the job's process group when dropped.
 struct GroupGuard(Option<u32>);
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         if let Some(pid) = self.0 {
-            signal_group(pid, libc::SIGKILL);
+            super::tree::signal_group(pid, libc::SIGKILL);
         }
     }
 }

@@ -72,17 +72,7 @@ pub(crate) fn reap_orphans() -> usize {
     reaped
 }
 
-/// Whether `pid` is a zombie whose parent is `parent`, from /proc/<pid>/stat.
+/// Whether `pid` is a zombie whose parent is `parent`.
 fn zombie_child_of(pid: u32, parent: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // The command name is in parentheses and may contain anything: parse after the last ')'.
-    let Some(rest) = stat.rfind(')').map(|at| &stat[at + 1..]) else {
-        return false;
-    };
-    let mut fields = rest.split_ascii_whitespace();
-    let state = fields.next();
-    let ppid = fields.next().and_then(|f| f.parse::<u32>().ok());
-    state == Some("Z") && ppid == Some(parent)
+    super::proc_stat(pid).is_some_and(|s| s.zombie && s.ppid == parent)
 }

@@ -139,7 +139,7 @@ fn is_executable(path: &Path) -> bool {
 
 /// Everything the child applies to itself between fork and exec, computed before the fork.
 #[derive(Clone, Copy)]
-struct PreExecLimits {
+pub(super) struct PreExecLimits {
     parent: libc::pid_t,
     nofile: u64,
     nproc: Option<u64>,
@@ -159,8 +159,14 @@ impl PreExecLimits {
         }
     }
 
+    /// What a one-off job (a dependency install) runs with: the default open-files limit, no
+    /// process cap.
+    pub(super) fn for_job() -> PreExecLimits {
+        PreExecLimits { parent: std::process::id() as libc::pid_t, nofile: DEFAULT_NOFILE, nproc: None }
+    }
+
     /// Runs in the child: only async-signal-safe calls.
-    fn apply(&self) -> std::io::Result<()> {
+    pub(super) fn apply(&self) -> std::io::Result<()> {
         fn check(res: libc::c_int) -> std::io::Result<()> {
             if res == -1 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
         }

@@ -252,7 +252,7 @@ impl Drop for Tree {
 }
 
 /// Sends `sig` to one process, ignoring processes that are already gone.
-fn signal(pid: u32, sig: i32) {
+pub(super) fn signal(pid: u32, sig: i32) {
     let Ok(pid) = i32::try_from(pid) else { return };
     if pid <= 1 || pid == std::process::id() as i32 {
         return;
@@ -264,7 +264,7 @@ fn signal(pid: u32, sig: i32) {
 }
 
 /// Sends `sig` to the process group led by `leader`.
-fn signal_group(leader: u32, sig: i32) {
+pub(super) fn signal_group(leader: u32, sig: i32) {
     let Ok(pgid) = i32::try_from(leader) else {
         return;
     };
