@@ -26,8 +26,15 @@ pub use reaper::become_subreaper;
 pub(crate) use reaper::spawn_reaper;
 pub use spawn::DEFAULT_PATH;
 pub(crate) use table::ProcTable;
+pub(crate) use tree::signal;
+
+/// Holds the reaper off from fork until the child is waited for (or registered).
+pub(crate) fn reaper_guard() -> std::sync::MutexGuard<'static, std::collections::HashSet<u32>> {
+    reaper::spawned()
+}
 pub use table::{ProcStat, proc_stat, start_ticks};
 
+use crate::sandbox::{CgroupRoot, HostCaps, LayerReport, SandboxRefused};
 use crate::spec::ServerSpec;
 
 /// A pipe from the child (its stdout or stderr).
@@ -48,6 +55,10 @@ pub enum SpawnError {
     NotFound { program: String, searched: String },
     #[error("working directory `{0}` does not exist")]
     NoWorkingDir(String),
+    #[error("{0}")]
+    SandboxRefused(#[from] SandboxRefused),
+    #[error("{0}")]
+    Sandbox(String),
     #[error("could not start `{program}`: {source}")]
     Io {
         program: String,
@@ -107,22 +118,28 @@ pub struct Incarnation {
     /// Pipes whose lines are logs: stderr, and stdout for http servers.
     pub log_pipes: Vec<(crate::logs::Stream, Pipe)>,
     pub control: Arc<dyn TreeControl>,
+    /// The layers of its sandbox, as applied.
+    pub sandbox: Vec<LayerReport>,
 }
 
 /// The real launcher: child processes of this host.
 pub struct ProcessLauncher {
     table: Arc<ProcTable>,
+    caps: HostCaps,
+    cgroups: Option<CgroupRoot>,
 }
 
 impl ProcessLauncher {
-    /// A launcher that reads process trees through `table`.
-    pub(crate) fn new(table: Arc<ProcTable>) -> ProcessLauncher {
-        ProcessLauncher { table }
+    /// A launcher that reads process trees through `table`, on a host with `caps`, making cgroups
+    /// under `cgroups`.
+    pub(crate) fn new(table: Arc<ProcTable>, caps: HostCaps, cgroups: Option<CgroupRoot>) -> ProcessLauncher {
+        ProcessLauncher { table, caps, cgroups }
     }
 }
 
 impl Launcher for ProcessLauncher {
     fn launch(&self, spec: &ServerSpec, generation: u64) -> Result<Incarnation, SpawnError> {
-        spawn::launch(spec, generation, &self.table)
+        let host = spawn::SandboxHost { caps: &self.caps, cgroups: self.cgroups.as_ref() };
+        spawn::launch(spec, generation, &self.table, host)
     }
 }

@@ -135,6 +135,8 @@ pub(crate) struct ServerState {
     exited: Option<policy::ExitKind>,
     ready: bool,
     health_failures: u32,
+    /// Its memory limit is a cgroup's: the kernel enforces it, not the metrics sampler.
+    kernel_memory_limit: bool,
     helpers: HashMap<ActorId, Helper>,
     helper_policy: policy::RestartPolicy,
     helper_history: HashMap<Helper, policy::History>,
@@ -158,6 +160,9 @@ impl Actor for ServerActor {
         *args.slot.pid.lock().unwrap_or_else(|p| p.into_inner()) = incarnation.pid;
         *args.slot.control.lock().unwrap_or_else(|p| p.into_inner()) = Some(incarnation.control.clone());
         let gate = Arc::new(DrainGate::new(incarnation.log_pipes.len()));
+        let kernel_memory_limit = incarnation.sandbox.iter().any(|r| {
+            r.layer == crate::sandbox::Layer::Limits && matches!(r.state, crate::sandbox::LayerState::Active(_))
+        });
         let pipes = incarnation
             .log_pipes
             .into_iter()
@@ -182,6 +187,7 @@ impl Actor for ServerActor {
             exited: None,
             ready: false,
             health_failures: 0,
+            kernel_memory_limit,
             helpers: HashMap::new(),
             helper_policy: args.helper_policy,
             helper_history: HashMap::new(),
@@ -392,6 +398,15 @@ fn incident(state: &ServerState, message: String) {
 
 fn on_exited(myself: &ActorRef<ServerMsg>, state: &mut ServerState, kind: policy::ExitKind) {
     state.exited = Some(kind);
+    if kind == policy::ExitKind::MemoryLimit && state.kill_reason.is_none() {
+        let limit = state.spec.limits.memory_mb.map_or("its".to_owned(), |mb| format!("{mb} MiB"));
+        incident(
+            state,
+            format!(
+                "out of memory: the kernel killed it at its memory limit of {limit} (resource_limits.memory_mb, enforced by its cgroup)"
+            ),
+        );
+    }
     let outcome =
         if state.stopping { Outcome::Stopped(kind) } else { Outcome::Exited(state.kill_reason.unwrap_or(kind)) };
     let control = state.control.clone();
@@ -464,6 +479,10 @@ fn on_sample(myself: &ActorRef<ServerMsg>, state: &mut ServerState, sample: Metr
     let Some(limit_mb) = state.spec.limits.memory_mb else {
         return;
     };
+    // Where the kernel enforces the limit (a memory cgroup) the watchdog stands aside.
+    if state.kernel_memory_limit {
+        return;
+    }
     let limit = limit_mb.saturating_mul(1024 * 1024);
     if sample.rss_bytes > limit && state.kill_reason.is_none() && !state.stopping && state.exited.is_none() {
         incident(

@@ -32,6 +32,8 @@ pub struct ServerSpec {
     pub metrics_interval: Duration,
     /// How many metric samples are kept per server (across incarnations).
     pub metrics_history: usize,
+    /// How it is confined; the default confines nothing and makes no cgroup.
+    pub sandbox: crate::sandbox::SandboxSpec,
 }
 
 /// How a hosted server speaks MCP.
@@ -112,6 +114,7 @@ impl ServerSpec {
             logs,
             metrics_interval: Duration::from_secs(5),
             metrics_history: 720,
+            sandbox: crate::sandbox::SandboxSpec::default(),
         }
     }
 }

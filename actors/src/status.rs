@@ -5,6 +5,7 @@ use std::time::SystemTime;
 use crate::event::Exit;
 use crate::logs::LogCounters;
 use crate::metrics::MetricsSample;
+use crate::sandbox::{HostCaps, LayerReport, SandboxSpec, plan};
 use crate::state::ServerState;
 
 /// A server's state and vital signs at one instant.
@@ -31,4 +32,29 @@ pub struct ServerStatus {
     pub last_health: Option<String>,
     pub usage: Option<MetricsSample>,
     pub logs: LogCounters,
+    pub sandbox: SandboxStatus,
+}
+
+/// A server's sandbox on this host: each layer's state, and whether a start would be refused.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SandboxStatus {
+    pub layers: Vec<LayerReport>,
+    /// Some layer it would get is unavailable here.
+    pub degraded: bool,
+    /// Why a start is refused (`security.require_sandbox` with a layer missing).
+    pub refused: Option<String>,
+}
+
+impl SandboxStatus {
+    /// The plan for `spec` on a host with `caps`, as shown to users.
+    pub(crate) fn of(spec: &SandboxSpec, caps: &HostCaps) -> SandboxStatus {
+        match plan(spec, caps) {
+            Ok(plan) => SandboxStatus { degraded: plan.degraded(), layers: plan.report, refused: None },
+            Err(refused) => {
+                let relaxed = SandboxSpec { require: false, ..spec.clone() };
+                let layers = plan(&relaxed, caps).map(|p| p.report).unwrap_or_default();
+                SandboxStatus { layers, degraded: true, refused: Some(refused.to_string()) }
+            }
+        }
+    }
 }

@@ -19,10 +19,11 @@ use crate::event::{Event, EventKind, Exit};
 use crate::logs::{LogBook, LogLine, LogWriter};
 use crate::metrics::{MetricsRing, MetricsSample};
 use crate::process::{Launcher, ProcTable, ProcessLauncher};
+use crate::sandbox::{CgroupRoot, HostCaps, sweep_instance};
 use crate::server::{Outcome, ServerActor, ServerArgs, ServerMsg, Slot};
 use crate::spec::{ServerId, ServerSpec};
 use crate::state::ServerState;
-use crate::status::ServerStatus;
+use crate::status::{SandboxStatus, ServerStatus};
 
 type Reply<T> = RpcReplyPort<Result<T, ActorsError>>;
 
@@ -40,6 +41,12 @@ pub struct SupervisorConfig {
     pub max_servers: usize,
     /// Where incarnations come from; `None` means real child processes.
     pub launcher: Option<Arc<dyn Launcher>>,
+    /// What isolation the host offers (`HostCaps::detect()`); the default offers none, so that
+    /// only servers whose sandbox is not required start.
+    pub caps: HostCaps,
+    /// The name of this instance's cgroup directory, stable across restarts of one installation so
+    /// that a successor kills and removes what a crashed instance left; `None` names it by pid.
+    pub cgroup_instance: Option<String>,
 }
 
 impl Default for SupervisorConfig {
@@ -51,6 +58,8 @@ impl Default for SupervisorConfig {
             helper_window: Duration::from_secs(60),
             max_servers: 10_000,
             launcher: None,
+            caps: HostCaps::default(),
+            cgroup_instance: None,
         }
     }
 }
@@ -131,6 +140,8 @@ struct Entry {
     next_restart: Option<SystemTime>,
     after_stop: AfterStop,
     waiters: Vec<Reply<ServerStatus>>,
+    /// Its sandbox on this host (the spec and the host's caps are fixed while it is added).
+    sandbox: SandboxStatus,
 }
 
 pub(crate) struct SupervisorArgs {
@@ -142,6 +153,8 @@ pub(crate) struct SupervisorArgs {
 pub(crate) struct Supervisor;
 
 pub(crate) struct SupervisorState {
+    /// This instance's cgroup directories, where it makes cgroups.
+    cgroups: Option<CgroupRoot>,
     config: SupervisorConfig,
     launcher: Arc<dyn Launcher>,
     writer: LogWriter,
@@ -192,7 +205,31 @@ impl Actor for Supervisor {
             }
         };
         let table = Arc::new(ProcTable::new());
-        let launcher = args.config.launcher.clone().unwrap_or_else(|| Arc::new(ProcessLauncher::new(table)));
+        let mut cgroups = None;
+        let launcher = match args.config.launcher.clone() {
+            Some(launcher) => launcher,
+            None => {
+                let caps = args.config.caps.clone();
+                // Without a stable name, one per supervisor (several may share a process in tests).
+                static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let named = args.config.cgroup_instance.clone();
+                let instance = named.clone().unwrap_or_else(|| {
+                    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    format!("hivehost-{}-{n}", std::process::id())
+                });
+                let root = (caps.cgroup.v2.is_some() || caps.cgroup.limits() || caps.cgroup.tree_kill())
+                    .then(|| CgroupRoot::new(caps.cgroup.clone(), instance));
+                if let (Some(root), Some(_)) = (root.clone(), named) {
+                    // What a crashed predecessor left in this instance's cgroups dies now.
+                    let killed = tokio::task::spawn_blocking(move || sweep_instance(&root)).await.unwrap_or(0);
+                    if killed > 0 {
+                        tracing::warn!(killed, "killed processes left in the cgroups of a previous instance");
+                    }
+                }
+                cgroups = root.clone();
+                Arc::new(ProcessLauncher::new(table, caps, root))
+            }
+        };
         let seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         let mut own_history = policy::History::new();
         own_history.admin_start(0);
@@ -212,6 +249,7 @@ impl Actor for Supervisor {
             shutting_down: false,
             shutdown_waiters: Vec::new(),
             reaper,
+            cgroups,
         })
     }
 
@@ -384,6 +422,10 @@ impl Actor for Supervisor {
                 control.kill().await;
             }
         }
+        // The instance's cgroup directories go once the incarnations' own are gone.
+        if let Some(root) = state.cgroups.take() {
+            let _ = tokio::task::spawn_blocking(move || root.remove_instance(Duration::from_secs(2))).await;
+        }
         // Everything the drains queued reaches the disk before the supervisor is gone.
         let writer = state.writer.clone();
         let _ = tokio::task::spawn_blocking(move || writer.flush()).await;
@@ -459,6 +501,7 @@ impl SupervisorState {
         }
         let id = spec.id.clone();
         let entry = Entry {
+            sandbox: SandboxStatus::of(&spec.sandbox, &self.config.caps),
             logs: Arc::new(LogBook::new(&spec.logs, self.writer.clone())),
             metrics: Arc::new(MetricsRing::new(spec.metrics_history)),
             spec: Arc::new(spec),
@@ -796,6 +839,7 @@ fn status_of(entry: &Entry) -> ServerStatus {
         last_health: entry.last_health.clone(),
         usage: entry.metrics.latest(),
         logs: entry.logs.counters(),
+        sandbox: entry.sandbox.clone(),
     }
 }
 

@@ -8,6 +8,7 @@ use super::table::ProcTable;
 use super::tree::Tree;
 use super::{Incarnation, SpawnError, reaper};
 use crate::logs::{Stream, log_pipe};
+use crate::sandbox::{self, CgroupLimits, CgroupRoot, HostCaps, tagged};
 use crate::spec::{ServerSpec, Transport};
 
 /// Where programs are looked up when the server's environment names no PATH.
@@ -16,11 +17,32 @@ pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// Default open-files limit of a hosted process.
 const DEFAULT_NOFILE: u64 = 4096;
 
-pub(super) fn launch(spec: &ServerSpec, generation: u64, table: &Arc<ProcTable>) -> Result<Incarnation, SpawnError> {
+/// What the launcher knows of the host's isolation.
+pub(super) struct SandboxHost<'a> {
+    pub(super) caps: &'a HostCaps,
+    pub(super) cgroups: Option<&'a CgroupRoot>,
+}
+
+pub(super) fn launch(
+    spec: &ServerSpec,
+    generation: u64,
+    table: &Arc<ProcTable>,
+    host: SandboxHost<'_>,
+) -> Result<Incarnation, SpawnError> {
     let program = resolve_program(spec)?;
     if !spec.working_dir.is_dir() {
         return Err(SpawnError::NoWorkingDir(spec.working_dir.display().to_string()));
     }
+    let plan = sandbox::plan(&spec.sandbox, host.caps)?;
+    let cgroup_limits = CgroupLimits {
+        memory_bytes: spec.limits.memory_mb.map(|mb| mb.saturating_mul(1 << 20)),
+        cpu_percent: spec.limits.cpu_percent,
+        pids: spec.limits.max_processes,
+    };
+    let name = format!("{}.{generation}", spec.id);
+    let prepared =
+        sandbox::prepare(&spec.sandbox, &plan, host.caps, host.cgroups, &name, cgroup_limits, &spec.working_dir)
+            .map_err(|source| SpawnError::Sandbox(source.to_string()))?;
     #[allow(clippy::disallowed_methods, reason = "this module is the one door for processes")]
     let mut cmd = tokio::process::Command::new(&program);
     cmd.arg0(&spec.command[0])
@@ -28,20 +50,48 @@ pub(super) fn launch(spec: &ServerSpec, generation: u64, table: &Arc<ProcTable>)
         .current_dir(&spec.working_dir)
         .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .envs(prepared.tmpdir_env.iter().map(|dir| ("TMPDIR", dir)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let limits = PreExecLimits::new(spec);
+    let mut limits = PreExecLimits::new(spec);
+    if prepared.nproc_backstop {
+        limits.nproc = spec.limits.max_processes.map(u64::from);
+    }
+    let cgroup = prepared.cgroup.clone();
+    let report = prepared.report.clone();
+    let prepared = Arc::new(prepared);
+    let in_child = prepared.clone();
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-    // system calls on values computed before the fork (no allocation, no locks).
+    // system calls on values computed before the fork (no allocation, no locks). The order
+    // matters: the session first; cgroups before anything can fork; namespaces and mounts while
+    // still root; the uid drop before the parent-death signal (a uid change clears it); Landlock,
+    // then seccomp last, since it forbids the calls made before it.
     unsafe {
-        cmd.pre_exec(move || limits.apply());
+        cmd.pre_exec(move || {
+            limits.session().map_err(|e| tagged(20, e))?;
+            in_child.enter()?;
+            limits.rlimits().map_err(|e| tagged(21, e))?;
+            in_child.drop_identity()?;
+            limits.parent_link().map_err(|e| tagged(22, e))?;
+            in_child.restrict()
+        });
     }
     let mut child = {
         // Hold the registry from fork until the pid is registered, so the reaper never takes it.
         let mut owned = reaper::spawned();
-        let child = cmd.spawn().map_err(|source| SpawnError::Io { program: spec.command[0].clone(), source })?;
+        let child = cmd.spawn().map_err(|source| {
+            if spec.sandbox.confine || cgroup.is_some() {
+                SpawnError::Sandbox(format!(
+                    "starting `{}` in its sandbox: {}",
+                    spec.command[0],
+                    sandbox::describe_setup_error(&source)
+                ))
+            } else {
+                SpawnError::Io { program: spec.command[0].clone(), source }
+            }
+        })?;
         if let Some(pid) = child.id() {
             owned.insert(pid);
         }
@@ -49,7 +99,8 @@ pub(super) fn launch(spec: &ServerSpec, generation: u64, table: &Arc<ProcTable>)
     };
     let pid = child.id();
     tracing::debug!(server = %spec.id, generation, pid, program = %program.display(), "spawned");
-    let tree = Arc::new(Tree::new(pid.unwrap_or(0), table.clone()));
+    drop(prepared);
+    let tree = Arc::new(Tree::new(pid.unwrap_or(0), table.clone(), cgroup.clone()));
     let stdin = child.stdin.take().map(|p| Box::new(p) as super::InPipe);
     if let Some(err) = child.stderr.as_ref() {
         grow_pipe(err);
@@ -88,6 +139,13 @@ pub(super) fn launch(spec: &ServerSpec, generation: u64, table: &Arc<ProcTable>)
             reaper::spawned().remove(&pid);
         }
         match status {
+            // A SIGKILL with an OOM kill counted in its memory cgroup is the kernel enforcing memory_mb.
+            Ok(status)
+                if cgroup.as_ref().is_some_and(|cg| cg.oom_kills() > 0)
+                    && exit_kind(status) == policy::ExitKind::Signal(libc::SIGKILL) =>
+            {
+                policy::ExitKind::MemoryLimit
+            }
             Ok(status) => exit_kind(status),
             Err(err) => {
                 tracing::error!(error = %err, "waiting for the child failed");
@@ -95,7 +153,7 @@ pub(super) fn launch(spec: &ServerSpec, generation: u64, table: &Arc<ProcTable>)
             }
         }
     });
-    Ok(Incarnation { pid, exit, stdin, stdout, log_pipes, control: tree })
+    Ok(Incarnation { pid, exit, stdin, stdout, log_pipes, control: tree, sandbox: report })
 }
 
 pub(super) fn exit_kind(status: std::process::ExitStatus) -> policy::ExitKind {
@@ -137,7 +195,8 @@ fn is_executable(path: &Path) -> bool {
     path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// Everything the child applies to itself between fork and exec, computed before the fork.
+/// What the child applies to itself between fork and exec besides its sandbox, computed before
+/// the fork.
 #[derive(Clone, Copy)]
 pub(super) struct PreExecLimits {
     parent: libc::pid_t,
@@ -145,10 +204,14 @@ pub(super) struct PreExecLimits {
     nproc: Option<u64>,
 }
 
+fn check(res: libc::c_int) -> std::io::Result<()> {
+    if res == -1 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+}
+
 impl PreExecLimits {
     fn new(spec: &ServerSpec) -> PreExecLimits {
         // RLIMIT_NPROC counts every process of the uid system-wide and is ignored for root: it only
-        // means something for a server running under a uid of its own (the sandbox issue).
+        // means something for a server running under a uid of its own (set by the sandbox).
         // SAFETY: geteuid has no preconditions.
         let is_root = unsafe { libc::geteuid() } == 0;
         let nproc = if is_root { None } else { spec.limits.max_processes.map(u64::from) };
@@ -165,31 +228,45 @@ impl PreExecLimits {
         PreExecLimits { parent: std::process::id() as libc::pid_t, nofile: DEFAULT_NOFILE, nproc: None }
     }
 
-    /// Runs in the child: only async-signal-safe calls.
+    /// Runs in the child: everything, for a child without a sandbox.
     pub(super) fn apply(&self) -> std::io::Result<()> {
-        fn check(res: libc::c_int) -> std::io::Result<()> {
-            if res == -1 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
-        }
-        // SAFETY: plain system calls on integers; no memory of the parent is touched.
-        unsafe {
-            // Own session and process group, no controlling terminal.
-            check(libc::setsid())?;
-            // Die with hivehost; if it already died between fork and here, give up now.
-            check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0))?;
-            if libc::getppid() != self.parent {
-                return Err(std::io::Error::other("hivehost exited during spawn"));
-            }
-            // Orphans inside the tree stay linked to the server while it lives.
-            check(libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0))?;
-            check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0))?;
-        }
-        // No core dumps: they would leak memory contents to disk and cost time.
+        self.session()?;
+        self.rlimits()?;
+        self.parent_link()
+    }
+
+    /// Own session and process group, no controlling terminal. Async-signal-safe.
+    pub(super) fn session(&self) -> std::io::Result<()> {
+        // SAFETY: setsid takes no arguments.
+        check(unsafe { libc::setsid() })
+    }
+
+    /// No core dumps (they would leak memory contents to disk), open files, processes.
+    /// Async-signal-safe.
+    pub(super) fn rlimits(&self) -> std::io::Result<()> {
         rlimit::setrlimit(rlimit::Resource::CORE, 0, 0)?;
         let (_, nofile_hard) = rlimit::getrlimit(rlimit::Resource::NOFILE)?;
         let nofile = self.nofile.min(nofile_hard);
         rlimit::setrlimit(rlimit::Resource::NOFILE, nofile, nofile)?;
         if let Some(nproc) = self.nproc {
             rlimit::setrlimit(rlimit::Resource::NPROC, nproc, nproc)?;
+        }
+        Ok(())
+    }
+
+    /// Dies with hivehost (set after any uid change, which clears it), keeps its orphans, gains no
+    /// privileges by exec. Async-signal-safe.
+    pub(super) fn parent_link(&self) -> std::io::Result<()> {
+        // SAFETY: plain system calls on integers; no memory of the parent is touched.
+        unsafe {
+            check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0))?;
+            // If hivehost already died between fork and here, give up now.
+            if libc::getppid() != self.parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            // Orphans inside the tree stay linked to the server while it lives.
+            check(libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0))?;
+            check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0))?;
         }
         Ok(())
     }

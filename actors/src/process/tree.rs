@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use super::table::{ProcTable, Snapshot};
 use super::{KillReport, TreeControl, Usage};
+use crate::sandbox::Cgroup;
 
 /// How many stop-and-rescan rounds a kill tries before it reports survivors.
 const MAX_KILL_ROUNDS: usize = 64;
@@ -35,10 +36,12 @@ pub(crate) struct Tree {
     reaped_at: Mutex<Option<Instant>>,
     /// The root's start time, learnt from the first snapshot taken while it was surely ours (unreaped).
     root_start: std::sync::OnceLock<u64>,
+    /// The incarnation's cgroup, where there is one: its members are members, whatever they did.
+    cgroup: Option<Arc<Cgroup>>,
 }
 
 impl Tree {
-    pub(crate) fn new(root: u32, table: Arc<ProcTable>) -> Tree {
+    pub(crate) fn new(root: u32, table: Arc<ProcTable>, cgroup: Option<Arc<Cgroup>>) -> Tree {
         Tree {
             root,
             table,
@@ -46,6 +49,7 @@ impl Tree {
             root_reaped: AtomicBool::new(false),
             reaped_at: Mutex::new(None),
             root_start: std::sync::OnceLock::new(),
+            cgroup,
         }
     }
 
@@ -91,6 +95,9 @@ impl Tree {
         }
         if root_is_ours || at_root.is_none() {
             seeds.extend(snap.procs.iter().filter(|(_, p)| p.sid == self.root && !p.zombie).map(|(pid, _)| *pid));
+        }
+        if let Some(cgroup) = &self.cgroup {
+            seeds.extend(cgroup.procs());
         }
         if orphans && reaped {
             let me = std::process::id();
@@ -149,6 +156,18 @@ impl Tree {
 
     /// Kills the tree; the first look at the process table may be any taken after `first_look`.
     async fn kill_tree_from(&self, first_look: Instant) -> KillReport {
+        // With a cgroup the kernel knows the whole tree: kill it at once and wait for it to empty.
+        if let Some(cgroup) = &self.cgroup {
+            let killed = cgroup.kill();
+            self.signal_group(libc::SIGKILL);
+            if cgroup.wait_empty(Duration::from_secs(2)).await {
+                return KillReport { killed, survivors: 0 };
+            }
+            tracing::warn!(
+                root = self.root,
+                "the cgroup did not empty after a kill; falling back to the process table"
+            );
+        }
         // Freeze first: a stopped process cannot fork, and the children of a stopped parent stay
         // linked to it, so rescanning until no new member appears finds the whole tree.
         let mut stopped: HashSet<u32> = HashSet::new();
@@ -194,6 +213,13 @@ impl Tree {
     }
 
     async fn sweep_after_exit(&self) -> KillReport {
+        if let Some(cgroup) = &self.cgroup {
+            // The cgroup answers at once whether anything is left: no delay, no process table.
+            if cgroup.procs().is_empty() {
+                return KillReport::default();
+            }
+            return self.kill_tree_from(Instant::now()).await;
+        }
         tokio::time::sleep(SWEEP_DELAY).await;
         let reaped_at = *self.reaped_at.lock().unwrap_or_else(|p| p.into_inner());
         self.kill_tree_from(reaped_at.unwrap_or_else(Instant::now)).await
@@ -228,6 +254,9 @@ impl TreeControl for Tree {
     }
 
     fn kill_now(&self) {
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.kill();
+        }
         self.signal_group(libc::SIGKILL);
         let tracked = self.tracked.lock().unwrap_or_else(|poison| poison.into_inner());
         for pid in tracked.0.keys() {
@@ -252,7 +281,7 @@ impl Drop for Tree {
 }
 
 /// Sends `sig` to one process, ignoring processes that are already gone.
-pub(super) fn signal(pid: u32, sig: i32) {
+pub(crate) fn signal(pid: u32, sig: i32) {
     let Ok(pid) = i32::try_from(pid) else { return };
     if pid <= 1 || pid == std::process::id() as i32 {
         return;

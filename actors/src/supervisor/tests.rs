@@ -134,6 +134,7 @@ impl Launcher for ScriptedLauncher {
             stdout: None,
             log_pipes: Vec::new(),
             control: tree,
+            sandbox: Vec::new(),
         })
     }
 }
