@@ -135,6 +135,13 @@ impl ProcessLauncher {
     pub(crate) fn new(table: Arc<ProcTable>, caps: HostCaps, cgroups: Option<CgroupRoot>) -> ProcessLauncher {
         ProcessLauncher { table, caps, cgroups }
     }
+
+    /// A launcher with a process table of its own, for running a spec without a supervisor (tests,
+    /// one-off tools). It sets up no reaper and does not make the caller a subreaper: orphans of
+    /// its trees go to the caller's nearest subreaper or to init. Launch inside a tokio runtime.
+    pub fn standalone() -> ProcessLauncher {
+        ProcessLauncher::new(Arc::new(ProcTable::new()))
+    }
 }
 
 impl Launcher for ProcessLauncher {
