@@ -19,14 +19,31 @@ use tokio::time::timeout;
 pub use deploy::DeployError;
 
 use crate::runtimes::Runtimes;
+use crate::servers::Confinement;
 use crate::servers::{SERVER_CONFIG, spec_for};
 use crate::store::{Category, Desired, NewEvent, ServerRecord, Store};
+
+/// Under the state directory: each sandboxed server's private /tmp and new-root mount point.
+/// Server ids never start with a dot, so it cannot collide with one.
+const RUN_DIR: &str = ".run";
+
+/// The name of this installation's cgroup directories: stable for one data directory, distinct
+/// between installations on one host (tests run many at once).
+fn cgroup_instance(data_dir: &Path) -> String {
+    let canonical = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let hash = crc32fast::hash(canonical.as_os_str().as_encoded_bytes());
+    format!("hivehost-{hash:08x}")
+}
 
 /// The running platform as the frontends see it.
 pub struct App {
     config: config::HostConfig,
     supervisor: actors::SupervisorHandle,
     runtimes: Runtimes,
+    /// The isolation this host offers, found once at start.
+    caps: actors::sandbox::HostCaps,
+    /// Serializes handing out sandbox uids.
+    uids: Mutex<()>,
     store: Store,
     /// Ids being deployed right now, so two uploads of one name cannot race.
     deploying: Mutex<HashSet<String>>,
@@ -52,6 +69,15 @@ impl App {
         let store = tokio::task::spawn_blocking(move || Store::open(&db))
             .await?
             .with_context(|| format!("opening the store {}", config.database.display()))?;
+        let caps = tokio::task::spawn_blocking(actors::sandbox::HostCaps::detect).await?;
+        let require = config.security.require_sandbox(caps.root);
+        tracing::info!(require_sandbox = require, "sandbox: {}", caps.summary());
+        std::fs::create_dir_all(config.state_dir.join(RUN_DIR))?;
+        let instance = cgroup_instance(data_dir);
+        // Recovery before anything starts: what a dead instance left in its cgroups dies first
+        // (even a daemon that left its session and lost its parent).
+        let root = actors::sandbox::CgroupRoot::new(caps.cgroup.clone(), instance.clone());
+        let swept = tokio::task::spawn_blocking(move || actors::sandbox::sweep_instance(&root)).await?;
         let supervisor = actors::SupervisorHandle::spawn(actors::SupervisorConfig {
             max_restarts: config.supervisor.max_restarts,
             restart_window: config.supervisor.restart_window,
@@ -59,6 +85,9 @@ impl App {
             helper_window: config.supervisor.helper_window,
             max_servers: usize::try_from(config.max_servers).unwrap_or(usize::MAX),
             launcher: None,
+            caps: caps.clone(),
+            // Stable for this data directory: a successor after a crash sweeps what was left.
+            cgroup_instance: Some(instance),
         })
         .await?;
         let runtimes = Runtimes::detect();
@@ -66,7 +95,7 @@ impl App {
         let boot = recovery::boot_id();
         // Recovery before anything starts: what a dead instance left running dies first.
         let leftovers = store.instances().await?;
-        let killed = actors::process::kill_leftovers(&recovery::leftovers(&leftovers, &boot)).await;
+        let killed = swept + actors::process::kill_leftovers(&recovery::leftovers(&leftovers, &boot)).await;
         for record in &leftovers {
             store.clear_instance(&record.server, record.generation).await?;
         }
@@ -86,6 +115,8 @@ impl App {
             config,
             supervisor,
             runtimes,
+            caps,
+            uids: Mutex::new(()),
             store,
             deploying: Mutex::new(HashSet::new()),
             background: Mutex::new(vec![recorder]),
@@ -212,15 +243,58 @@ impl App {
         }
         let home = self.config.state_dir.join(id);
         std::fs::create_dir_all(&home).with_context(|| format!("creating {}", home.display()))?;
+        let confinement = Confinement {
+            uid: self.uid_for(id, &home)?,
+            run_dir: self.config.state_dir.join(RUN_DIR).join(id),
+            require: self.config.security.require_sandbox(self.caps.root),
+        };
         let host_env = |name: &str| std::env::var(name).ok();
         let program = |runtime| self.runtimes.program(runtime, dir);
-        let (spec, warnings) = spec_for(&self.config, id, dir, &home, &parsed.value, &host_env, &program)
+        let (spec, warnings) = spec_for(&self.config, id, dir, &home, &confinement, &parsed.value, &host_env, &program)
             .map_err(|errors| anyhow::anyhow!("{errors}"))?;
         for warning in warnings {
             tracing::warn!(server = %id, "{warning}");
         }
         self.supervisor.add(spec).await?;
         Ok(())
+    }
+
+    /// The uid of server `id` (whose state directory is `home`): the owner of its state directory
+    /// when that lies in `security.uid_first..+uid_count`, else the lowest uid of that range no
+    /// other state directory owns, given to it at once by owning its state directory. The state
+    /// directories are the record: nothing else needs storing. Without root there is no uid to give.
+    fn uid_for(&self, id: &str, home: &Path) -> anyhow::Result<u32> {
+        use std::os::unix::fs::MetadataExt;
+        let sec = &self.config.security;
+        let range = u64::from(sec.uid_first)..u64::from(sec.uid_first) + u64::from(sec.uid_count);
+        if !self.caps.root {
+            return Ok(sec.uid_first);
+        }
+        let _one_at_a_time = self.uids.lock().unwrap_or_else(|p| p.into_inner());
+        let own = std::fs::metadata(home).with_context(|| format!("reading {}", home.display()))?.uid();
+        if range.contains(&u64::from(own)) {
+            return Ok(own);
+        }
+        let mut taken = HashSet::new();
+        for entry in std::fs::read_dir(&self.config.state_dir)?.flatten() {
+            if entry.file_name() != id
+                && let Ok(meta) = entry.metadata()
+                && meta.is_dir()
+            {
+                taken.insert(meta.uid());
+            }
+        }
+        let uid =
+            range.clone().filter_map(|u| u32::try_from(u).ok()).find(|u| !taken.contains(u)).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "every sandbox uid ({} from {}) is taken; raise mcp_hosting.security.uid_count",
+                    sec.uid_count,
+                    sec.uid_first
+                )
+            })?;
+        std::os::unix::fs::chown(home, Some(uid), Some(uid))
+            .with_context(|| format!("giving {} to uid {uid}", home.display()))?;
+        Ok(uid)
     }
 
     /// Deploys a package: checks, extracts, scans and installs it, moves it into place, records it,
@@ -331,7 +405,8 @@ impl App {
             Err(err) => return Err(err),
         }
         // A venv holds thousands of files: removed off the async workers.
-        for dir in [&self.config.servers_dir, &self.config.state_dir, &self.config.logs_dir] {
+        let run = self.config.state_dir.join(RUN_DIR);
+        for dir in [&self.config.servers_dir, &self.config.state_dir, &self.config.logs_dir, &run] {
             deploy::remove_tree(dir.join(id)).await;
         }
         if let Err(err) = self.store.delete_server(id).await {

@@ -32,14 +32,30 @@ impl std::fmt::Display for SpecErrors {
     }
 }
 
+/// Where and as whom a server is confined, decided by the app (not by its config).
+#[derive(Clone, Debug)]
+pub struct Confinement {
+    /// Its uid and gid, when sandboxed.
+    pub uid: u32,
+    /// Where its private /tmp and new root's mount point go.
+    pub run_dir: PathBuf,
+    /// `security.require_sandbox`, resolved for this host.
+    pub require: bool,
+}
+
+/// System directories every sandboxed server may read; an interpreter elsewhere is added to its view.
+const SYSTEM_DIRS: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib64"];
+
 /// Builds the spec of server `id`, whose code lies in `code_dir` (absolute) and whose writable home
-/// is `home_dir` (absolute). `program` names the interpreter of a runtime for this server. Returns
-/// the spec and warnings, or every error.
+/// is `home_dir` (absolute), confined as `confinement` says when it is sandboxed. `program` names
+/// the interpreter of a runtime for this server. Returns the spec and warnings, or every error.
+#[allow(clippy::too_many_arguments)]
 pub fn spec_for(
     host: &HostConfig,
     id: &str,
     code_dir: &Path,
     home_dir: &Path,
+    confinement: &Confinement,
     cfg: &ServerConfig,
     host_env: &dyn Fn(&str) -> Option<String>,
     program: &dyn Fn(Runtime) -> Result<PathBuf, String>,
@@ -151,9 +167,33 @@ pub fn spec_for(
     };
     spec.metrics_interval = host.metrics_interval;
     spec.metrics_history = host.metrics_history;
-    if cfg.resource_limits.cpu_percent.is_some() {
-        warnings.push("resource_limits.cpu_percent is recorded but not enforced until cgroups arrive".into());
+    let confine = cfg.sandboxed.unwrap_or(host.security.sandbox_by_default);
+    if let (Some(user), true) = (&cfg.user, confine) {
+        warnings.push(format!(
+            "user: \"{user}\" is not used: hivehost runs each sandboxed server as a uid of its own ({}), never a shared account",
+            confinement.uid
+        ));
     }
+    // An interpreter outside the system directories and the code is added to what it may read.
+    let program = std::fs::canonicalize(&spec.command[0]).unwrap_or_else(|_| PathBuf::from(&spec.command[0]));
+    let read_paths = if program.starts_with(code_dir) || SYSTEM_DIRS.iter().any(|d| program.starts_with(d)) {
+        Vec::new()
+    } else {
+        vec![program]
+    };
+    spec.sandbox = actors::sandbox::SandboxSpec {
+        confine,
+        cgroup: true,
+        uid: confinement.uid,
+        gid: confinement.uid,
+        network: cfg.allowed_network,
+        code_dir: code_dir.to_path_buf(),
+        state_dir: home_dir.to_path_buf(),
+        writable_state: cfg.allowed_filesystem.iter().any(|f| f == "write"),
+        run_dir: confinement.run_dir.clone(),
+        read_paths,
+        require: confinement.require,
+    };
     Ok((spec, warnings))
 }
 

@@ -1,12 +1,15 @@
 //! End to end: real MCP servers started through hivehost's own launcher answer an rmcp client over
 //! their stdin and stdout (the example package's FastMCP server on Python `mcp` 1.30.0, and a Node
-//! server on the official TypeScript SDK), and killing the tree afterwards leaves no process.
+//! server on the official TypeScript SDK), each in its sandbox with every layer on (as root; not as
+//! root the sandbox part is skipped, saying so), and killing the tree afterwards leaves no process
+//! and no cgroup.
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use actors::process::{DEFAULT_PATH, Incarnation, Launcher, ProcessLauncher};
+use actors::sandbox::{CgroupRoot, HostCaps, LayerState, SandboxSpec};
 use actors::{LogSpec, ServerSpec};
 use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, CallToolResult};
@@ -52,10 +55,47 @@ fn spec(id: &str, command: Vec<String>, code: &Path, scratch: &Path) -> ServerSp
     spec
 }
 
+/// Confines `spec` with every layer, network denied, as uid `uid`, reading `read` besides its code.
+/// Returns the host's caps, or `None` (after saying so) when hivehost is not root here.
+fn sandbox(spec: &mut ServerSpec, scratch: &Path, uid: u32, read: Vec<PathBuf>) -> Option<HostCaps> {
+    let caps = HostCaps::detect();
+    if !caps.root {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("SKIPPED the sandbox of {}: not root; it runs unconfined", spec.id);
+        }
+        return None;
+    }
+    spec.sandbox = SandboxSpec {
+        confine: true,
+        cgroup: true,
+        uid,
+        gid: uid,
+        network: false,
+        code_dir: spec.working_dir.clone(),
+        state_dir: scratch.join("home"),
+        writable_state: true,
+        run_dir: scratch.join("run"),
+        read_paths: read,
+        require: true,
+    };
+    Some(caps)
+}
+
 /// Starts `spec` through hivehost's launcher and connects an MCP client over its stdout and stdin.
-async fn launch(spec: &ServerSpec) -> (Client, Incarnation) {
-    let launcher = ProcessLauncher::standalone();
+async fn launch(spec: &ServerSpec, caps: Option<HostCaps>) -> (Client, Incarnation) {
+    let launcher = match caps {
+        Some(caps) => {
+            let root = CgroupRoot::new(caps.cgroup.clone(), format!("hivehost-test-mcp-{}", spec.id));
+            ProcessLauncher::standalone_on(caps, root)
+        }
+        None => ProcessLauncher::standalone(),
+    };
     let mut incarnation = launcher.launch(spec, 1).unwrap_or_else(|e| panic!("launching {}: {e}", spec.id));
+    if spec.sandbox.confine {
+        let off: Vec<_> = incarnation.sandbox.iter().filter(|r| !matches!(r.state, LayerState::Active(_))).collect();
+        assert!(off.is_empty(), "every layer is on: {off:?}");
+    }
     let stdout = incarnation.stdout.take().expect("a stdio server's stdout carries MCP");
     let stdin = incarnation.stdin.take().expect("a stdio server has a stdin");
     // Read stderr all along so a chatty server never blocks on it; shown if the start fails.
@@ -99,8 +139,9 @@ fn server_name(client: &Client) -> String {
     info.server_info.as_ref().map(|i| i.name.clone()).unwrap_or_default()
 }
 
-/// Closes the client, kills the tree and waits for the exit: nothing of the server may be left.
-async fn stop(client: Client, incarnation: Incarnation) {
+/// Closes the client, kills the tree and waits for the exit: nothing of the server may be left,
+/// not even its cgroups.
+async fn stop(client: Client, incarnation: Incarnation, spec: &ServerSpec) {
     within("the client to close", client.cancel()).await.expect("the client's task ends cleanly");
     let report = within("the tree to be killed", incarnation.control.kill()).await;
     assert_eq!(report.survivors, 0, "every process of the tree is gone: {report:?}");
@@ -111,6 +152,12 @@ async fn stop(client: Client, incarnation: Incarnation) {
         "the server exited on end of input or by the kill: {}",
         actors::describe(exit)
     );
+    drop(incarnation.control);
+    if spec.sandbox.confine {
+        let root = CgroupRoot::new(HostCaps::detect().cgroup, format!("hivehost-test-mcp-{}", spec.id));
+        let removed = tokio::task::spawn_blocking(move || root.remove_instance(DEADLINE)).await.unwrap();
+        assert!(removed, "the server's cgroups are removed");
+    }
 }
 
 #[tokio::test]
@@ -121,10 +168,11 @@ async fn python_fastmcp_example_answers_tool_calls_over_stdio() {
     std::fs::create_dir(&code).unwrap();
     hivehost::package::example::write_files(&code).unwrap();
     let python = venv.join("bin/python").display().to_string();
-    let spec = spec("example", vec![python, "server.py".into()], &code, scratch.path());
+    let mut spec = spec("example", vec![python, "server.py".into()], &code, scratch.path());
+    let caps = sandbox(&mut spec, scratch.path(), 232_001, vec![venv.clone()]);
     peers::make_world_readable(scratch.path());
 
-    let (client, incarnation) = launch(&spec).await;
+    let (client, incarnation) = launch(&spec, caps).await;
     assert_eq!(server_name(&client), "example-server");
     let tools = within("tools/list", client.list_all_tools()).await.unwrap();
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
@@ -136,17 +184,18 @@ async fn python_fastmcp_example_answers_tool_calls_over_stdio() {
     // FastMCP 1.x wraps a tool's plain return value as `{"result": ...}` in structured content.
     assert_eq!(result.structured_content, Some(json!({ "result": "Processed: hello, hive" })));
 
-    stop(client, incarnation).await;
+    stop(client, incarnation, &spec).await;
 }
 
 #[tokio::test]
 async fn node_sdk_server_answers_tool_calls_over_stdio() {
     let app = peer("the Node MCP fixture", peers::node_echo_dir).await;
     let scratch = tempfile::tempdir().unwrap();
-    let spec = spec("node-echo", vec![peers::NODE.into(), "server.js".into()], &app, scratch.path());
+    let mut spec = spec("node-echo", vec![peers::NODE.into(), "server.js".into()], &app, scratch.path());
+    let caps = sandbox(&mut spec, scratch.path(), 232_002, vec![]);
     peers::make_world_readable(scratch.path());
 
-    let (client, incarnation) = launch(&spec).await;
+    let (client, incarnation) = launch(&spec, caps).await;
     assert_eq!(server_name(&client), "node-echo");
     let tools = within("tools/list", client.list_all_tools()).await.unwrap();
     let mut names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
@@ -161,5 +210,5 @@ async fn node_sdk_server_answers_tool_calls_over_stdio() {
     assert_eq!(texts(&result), ["5.5"]);
     assert_eq!(result.structured_content, Some(json!({ "sum": 5.5 })));
 
-    stop(client, incarnation).await;
+    stop(client, incarnation, &spec).await;
 }

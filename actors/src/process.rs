@@ -140,7 +140,13 @@ impl ProcessLauncher {
     /// one-off tools). It sets up no reaper and does not make the caller a subreaper: orphans of
     /// its trees go to the caller's nearest subreaper or to init. Launch inside a tokio runtime.
     pub fn standalone() -> ProcessLauncher {
-        ProcessLauncher::new(Arc::new(ProcTable::new()))
+        ProcessLauncher::new(Arc::new(ProcTable::new()), HostCaps::default(), None)
+    }
+
+    /// A launcher of its own on a host with `caps`, making cgroups under `cgroups` (remove its
+    /// instance directories with [`CgroupRoot::remove_instance`] when done).
+    pub fn standalone_on(caps: HostCaps, cgroups: CgroupRoot) -> ProcessLauncher {
+        ProcessLauncher::new(Arc::new(ProcTable::new()), caps, Some(cgroups))
     }
 }
 

@@ -19,7 +19,7 @@ use crate::event::{Event, EventKind, Exit};
 use crate::logs::{LogBook, LogLine, LogWriter};
 use crate::metrics::{MetricsRing, MetricsSample};
 use crate::process::{Launcher, ProcTable, ProcessLauncher};
-use crate::sandbox::{CgroupRoot, HostCaps, sweep_instance};
+use crate::sandbox::{CgroupRoot, HostCaps};
 use crate::server::{Outcome, ServerActor, ServerArgs, ServerMsg, Slot};
 use crate::spec::{ServerId, ServerSpec};
 use crate::state::ServerState;
@@ -45,7 +45,8 @@ pub struct SupervisorConfig {
     /// only servers whose sandbox is not required start.
     pub caps: HostCaps,
     /// The name of this instance's cgroup directory, stable across restarts of one installation so
-    /// that a successor kills and removes what a crashed instance left; `None` names it by pid.
+    /// that a successor can kill and remove what a crashed instance left (`sandbox::sweep_instance`,
+    /// before spawning); `None` names it by pid.
     pub cgroup_instance: Option<String>,
 }
 
@@ -211,21 +212,14 @@ impl Actor for Supervisor {
             None => {
                 let caps = args.config.caps.clone();
                 // Without a stable name, one per supervisor (several may share a process in tests).
+                // A named instance's leftovers are the caller's to sweep (`sweep_instance`) first.
                 static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-                let named = args.config.cgroup_instance.clone();
-                let instance = named.clone().unwrap_or_else(|| {
+                let instance = args.config.cgroup_instance.clone().unwrap_or_else(|| {
                     let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     format!("hivehost-{}-{n}", std::process::id())
                 });
                 let root = (caps.cgroup.v2.is_some() || caps.cgroup.limits() || caps.cgroup.tree_kill())
                     .then(|| CgroupRoot::new(caps.cgroup.clone(), instance));
-                if let (Some(root), Some(_)) = (root.clone(), named) {
-                    // What a crashed predecessor left in this instance's cgroups dies now.
-                    let killed = tokio::task::spawn_blocking(move || sweep_instance(&root)).await.unwrap_or(0);
-                    if killed > 0 {
-                        tracing::warn!(killed, "killed processes left in the cgroups of a previous instance");
-                    }
-                }
                 cgroups = root.clone();
                 Arc::new(ProcessLauncher::new(table, caps, root))
             }

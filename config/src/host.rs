@@ -25,6 +25,7 @@ const HOSTING_HINTS: &[(&str, &str)] = &[
     ("sandbox_by_default", "security.sandbox_by_default"),
     ("max_upload_size_mb", "security.max_upload_size_mb"),
     ("scan_uploads", "security.scan_uploads"),
+    ("require_sandbox", "security.require_sandbox"),
     ("restart_window", "supervisor.restart_window"),
     ("shutdown_timeout", "supervisor.shutdown_timeout"),
     ("ring_lines", "logs.ring_lines"),
@@ -186,6 +187,20 @@ pub struct SecurityConfig {
     pub max_upload_size_mb: u64,
     /// Whether uploads are scanned before they are accepted.
     pub scan_uploads: bool,
+    /// Whether a sandboxed server refuses to start when a layer it needs is unavailable; `None`
+    /// (the default) means yes when hivehost runs as root, where every layer is expected.
+    pub require_sandbox: Option<bool>,
+    /// The first uid (and gid) given to sandboxed servers, one each.
+    pub uid_first: u32,
+    /// How many uids from `uid_first` on are hivehost's to give out.
+    pub uid_count: u32,
+}
+
+impl SecurityConfig {
+    /// `require_sandbox`, with its default resolved for a host where hivehost is (not) root.
+    pub fn require_sandbox(&self, root: bool) -> bool {
+        self.require_sandbox.unwrap_or(root)
+    }
 }
 
 impl Default for SecurityConfig {
@@ -195,6 +210,9 @@ impl Default for SecurityConfig {
             sandbox_by_default: true,
             max_upload_size_mb: 100,
             scan_uploads: true,
+            require_sandbox: None,
+            uid_first: 200_000,
+            uid_count: 65_536,
         }
     }
 }
@@ -353,6 +371,10 @@ fn read_security(parent: &mut Obj<'_>, diags: &mut Diags) -> SecurityConfig {
         sandbox_by_default: o.bool("sandbox_by_default", diags).unwrap_or(d.sandbox_by_default),
         max_upload_size_mb: o.int("max_upload_size_mb", diags, 1, 4096).unwrap_or(d.max_upload_size_mb),
         scan_uploads: o.bool("scan_uploads", diags).unwrap_or(d.scan_uploads),
+        require_sandbox: o.bool("require_sandbox", diags),
+        // Above the usual ranges of system and login users (0 to 60000), below the 32-bit edge.
+        uid_first: o.int("uid_first", diags, 65_536, 4_000_000_000).unwrap_or(d.uid_first),
+        uid_count: o.int("uid_count", diags, 1, 1_000_000).unwrap_or(d.uid_count),
     };
     o.finish(diags, &[]);
     config

@@ -67,6 +67,11 @@ pub(crate) fn routes(max_body_bytes: usize) -> Router<Shared> {
         .route("/api/v1/servers/{id}/stop", post(stop))
         .route("/api/v1/servers/{id}/restart", post(restart))
         .route("/api/v1/servers/{id}/logs", get(logs))
+        .route("/api/v1/host", get(host))
+}
+
+async fn host(State(backend): State<Shared>) -> Response {
+    reply(backend.host().await, StatusCode::OK)
 }
 
 fn reply(result: Result<serde_json::Value, ApiError>, ok: StatusCode) -> Response {

@@ -41,6 +41,8 @@ pub trait Backend: Send + Sync + 'static {
     fn delete(&self, id: String, force: bool) -> BoxFuture<'_, Result<serde_json::Value, ApiError>>;
     /// The last `lines` lines of a server's output.
     fn logs(&self, id: String, lines: usize) -> BoxFuture<'_, Result<serde_json::Value, ApiError>>;
+    /// The host as hivehost found it: its isolation capabilities and runtimes.
+    fn host(&self) -> BoxFuture<'_, Result<serde_json::Value, ApiError>>;
 }
 
 /// The body of `/healthz`.

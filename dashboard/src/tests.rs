@@ -43,6 +43,9 @@ impl Backend for Fake {
     fn logs(&self, id: String, lines: usize) -> BoxFuture<'_, Result<serde_json::Value, ApiError>> {
         ready(Ok(serde_json::json!({ "id": id, "lines": lines })))
     }
+    fn host(&self) -> BoxFuture<'_, Result<serde_json::Value, ApiError>> {
+        ready(Ok(serde_json::json!({ "root": false })))
+    }
 }
 
 fn app(fake: Arc<Fake>) -> axum::Router {

@@ -25,6 +25,45 @@ pub(crate) fn status_view(s: &actors::ServerStatus) -> Value {
         "last_health": s.last_health,
         "usage": s.usage.map(|u| json!({ "cpu_percent": u.cpu_percent, "rss_bytes": u.rss_bytes, "processes": u.processes })),
         "logs": { "lines": s.logs.lines, "truncated": s.logs.truncated, "dropped": s.logs.dropped },
+        "sandbox": sandbox_view(&s.sandbox),
+    })
+}
+
+/// The JSON form of a server's sandbox: each layer with its state and why.
+pub(crate) fn sandbox_view(s: &actors::SandboxStatus) -> Value {
+    use actors::sandbox::LayerState;
+    let layers: Vec<Value> = s
+        .layers
+        .iter()
+        .map(|r| {
+            let (state, detail) = match &r.state {
+                LayerState::Active(d) => ("active", d),
+                LayerState::Unavailable(d) => ("unavailable", d),
+                LayerState::Off(d) => ("off", d),
+            };
+            json!({ "layer": r.layer.name(), "state": state, "detail": detail })
+        })
+        .collect();
+    json!({ "degraded": s.degraded, "refused": s.refused, "layers": layers })
+}
+
+/// The JSON form of the host's isolation capabilities.
+pub(crate) fn caps_view(caps: &actors::sandbox::HostCaps) -> Value {
+    let cg = &caps.cgroup;
+    let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    json!({
+        "root": caps.root,
+        "cgroup": {
+            "v2": path(&cg.v2),
+            "v2_controllers": cg.v2_controllers,
+            "v1": { "memory": path(&cg.v1_memory), "cpu": path(&cg.v1_cpu), "pids": path(&cg.v1_pids), "freezer": path(&cg.v1_freezer) },
+            "limits": cg.limits(),
+            "tree_kill": cg.tree_kill(),
+        },
+        "namespaces": { "net": caps.namespaces.net, "mount": caps.namespaces.mount, "ipc": caps.namespaces.ipc },
+        "landlock_abi": caps.landlock_abi,
+        "seccomp": caps.seccomp,
+        "summary": caps.summary(),
     })
 }
 
@@ -113,6 +152,21 @@ impl dashboard::Backend for App {
         Box::pin(async move {
             self.delete(&id, force).await.map_err(actor_error)?;
             Ok(json!({ "id": id, "deleted": true }))
+        })
+    }
+
+    fn host(&self) -> BoxFuture<'_, Result<Value, ApiError>> {
+        Box::pin(async move {
+            Ok(json!({
+                "sandbox": caps_view(&self.caps),
+                "require_sandbox": self.config.security.require_sandbox(self.caps.root),
+                "sandbox_by_default": self.config.security.sandbox_by_default,
+                "runtimes": {
+                    "python": self.runtimes.python.as_ref().map(|p| p.display().to_string()),
+                    "node": self.runtimes.node.as_ref().map(|p| p.display().to_string()),
+                    "bash": self.runtimes.bash.as_ref().map(|p| p.display().to_string()),
+                },
+            }))
         })
     }
 

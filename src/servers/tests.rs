@@ -12,7 +12,16 @@ fn build(json: &str, allow: &[&str]) -> Result<(ServerSpec, Vec<String>), SpecEr
     let host = HostConfig { env_allowlist: allow.iter().map(|s| s.to_string()).collect(), ..Default::default() };
     let lookup = |name: &str| if name == "API_KEY" { Some("secret".to_string()) } else { None };
     let program = |runtime: Runtime| Ok(PathBuf::from(format!("/opt/{runtime}")));
-    spec_for(&host, "demo", Path::new("/srv/demo"), Path::new("/state/demo"), &parse(json), &lookup, &program)
+    spec_for(
+        &host,
+        "demo",
+        Path::new("/srv/demo"),
+        Path::new("/state/demo"),
+        &confinement(),
+        &parse(json),
+        &lookup,
+        &program,
+    )
 }
 
 #[test]
@@ -64,7 +73,9 @@ fn a_runtime_missing_on_the_host_is_named() {
     let host = HostConfig::default();
     let program = |_: Runtime| Err("no node interpreter was found on this host".to_owned());
     let cfg = parse(r#"{"name":"Demo","command":["node","index.js"]}"#);
-    let err = spec_for(&host, "demo", Path::new("/srv/demo"), Path::new("/s"), &cfg, &|_| None, &program).unwrap_err();
+    let err =
+        spec_for(&host, "demo", Path::new("/srv/demo"), Path::new("/s"), &confinement(), &cfg, &|_| None, &program)
+            .unwrap_err();
     assert_eq!(err.0, ["command[0]: no node interpreter was found on this host"]);
 }
 
@@ -74,4 +85,8 @@ fn ids_are_checked() {
     for bad in ["", "-x", "a/b", "..", "a b", &"x".repeat(65)] {
         assert!(validate_id(bad).is_err(), "{bad:?}");
     }
+}
+
+fn confinement() -> Confinement {
+    Confinement { uid: 200_007, run_dir: "/state/.run/demo".into(), require: true }
 }
