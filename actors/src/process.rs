@@ -12,6 +12,7 @@ mod leftovers;
 mod reaper;
 mod spawn;
 mod table;
+mod throttle;
 mod tree;
 
 use std::future::Future;
@@ -33,6 +34,7 @@ pub(crate) fn reaper_guard() -> std::sync::MutexGuard<'static, std::collections:
     reaper::spawned()
 }
 pub use table::{ProcStat, proc_stat, start_ticks};
+pub(crate) use throttle::throttle;
 
 use crate::sandbox::{CgroupRoot, HostCaps, LayerReport, SandboxRefused};
 use crate::spec::ServerSpec;
@@ -85,6 +87,14 @@ pub trait TreeControl: Send + Sync + 'static {
     /// the sweeps of many quick exits share one look at the process table.
     fn sweep(&self) -> Pin<Box<dyn Future<Output = KillReport> + Send + '_>> {
         self.kill()
+    }
+    /// Stops (SIGSTOP) or continues (SIGCONT) every known member: the CPU throttle of a tree
+    /// without a cgroup quota.
+    fn pause(&self, _stopped: bool) {}
+    /// CPU time used so far by the root and every member seen, in clock ticks; `None` when
+    /// unknown (a test double). Members that exited drop out, so it can go down.
+    fn cpu_ticks(&self) -> Option<u64> {
+        None
     }
     /// The live members of the tree, for metrics: (process count, resident bytes, cpu percent of
     /// one core), from a look at the process table at most `max_age` old.

@@ -135,8 +135,8 @@ pub(crate) struct ServerState {
     exited: Option<policy::ExitKind>,
     ready: bool,
     health_failures: u32,
-    /// Its memory limit is a cgroup's: the kernel enforces it, not the metrics sampler.
-    kernel_memory_limit: bool,
+    /// Its limits are a cgroup's: the kernel enforces memory and CPU, not the sampler and throttle.
+    kernel_limits: bool,
     helpers: HashMap<ActorId, Helper>,
     helper_policy: policy::RestartPolicy,
     helper_history: HashMap<Helper, policy::History>,
@@ -160,7 +160,7 @@ impl Actor for ServerActor {
         *args.slot.pid.lock().unwrap_or_else(|p| p.into_inner()) = incarnation.pid;
         *args.slot.control.lock().unwrap_or_else(|p| p.into_inner()) = Some(incarnation.control.clone());
         let gate = Arc::new(DrainGate::new(incarnation.log_pipes.len()));
-        let kernel_memory_limit = incarnation.sandbox.iter().any(|r| {
+        let kernel_limits = incarnation.sandbox.iter().any(|r| {
             r.layer == crate::sandbox::Layer::Limits && matches!(r.state, crate::sandbox::LayerState::Active(_))
         });
         let pipes = incarnation
@@ -168,6 +168,11 @@ impl Actor for ServerActor {
             .into_iter()
             .map(|(stream, pipe)| (stream, Arc::new(tokio::sync::Mutex::new(Some(pipe)))))
             .collect();
+        let mut tasks = Vec::new();
+        // Without a cgroup quota, CPU is held by stopping the tree for part of the time.
+        if let (false, Some(percent)) = (kernel_limits, args.spec.limits.cpu_percent) {
+            tasks.push(tokio::spawn(crate::process::throttle(incarnation.control.clone(), percent)));
+        }
         Ok(ServerState {
             spec: args.spec,
             generation: args.generation,
@@ -181,13 +186,13 @@ impl Actor for ServerActor {
             gate,
             _stdin: incarnation.stdin,
             _stdout: incarnation.stdout,
-            tasks: Vec::new(),
+            tasks,
             kill_reason: None,
             stopping: false,
             exited: None,
             ready: false,
             health_failures: 0,
-            kernel_memory_limit,
+            kernel_limits,
             helpers: HashMap::new(),
             helper_policy: args.helper_policy,
             helper_history: HashMap::new(),
@@ -476,13 +481,13 @@ fn on_probe(myself: &ActorRef<ServerMsg>, state: &mut ServerState, ok: bool, det
 }
 
 fn on_sample(myself: &ActorRef<ServerMsg>, state: &mut ServerState, sample: MetricsSample) {
+    // Where the kernel enforces the limits (a cgroup) the watchdog and the throttle stand aside.
+    if state.kernel_limits {
+        return;
+    }
     let Some(limit_mb) = state.spec.limits.memory_mb else {
         return;
     };
-    // Where the kernel enforces the limit (a memory cgroup) the watchdog stands aside.
-    if state.kernel_memory_limit {
-        return;
-    }
     let limit = limit_mb.saturating_mul(1024 * 1024);
     if sample.rss_bytes > limit && state.kill_reason.is_none() && !state.stopping && state.exited.is_none() {
         incident(

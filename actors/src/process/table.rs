@@ -113,6 +113,8 @@ pub struct ProcStat {
     pub zombie: bool,
     /// Field 22: clock ticks after boot at which it started; with the pid, its identity.
     pub start_ticks: u64,
+    /// Fields 14 and 15: CPU time used so far, user plus system, in clock ticks.
+    pub cpu_ticks: u64,
 }
 
 /// Reads /proc/PID/stat; `None` when the process is gone.
@@ -130,6 +132,7 @@ pub fn proc_stat(pid: u32) -> Option<ProcStat> {
         sid: u32::try_from(num(6)?).ok()?,
         zombie: matches!(fields.first(), Some(&"Z" | &"X")),
         start_ticks: num(22)?,
+        cpu_ticks: num(14)?.saturating_add(num(15)?),
     })
 }
 

@@ -264,6 +264,25 @@ impl TreeControl for Tree {
         }
     }
 
+    fn pause(&self, stopped: bool) {
+        let sig = if stopped { libc::SIGSTOP } else { libc::SIGCONT };
+        self.signal_group(sig);
+        let tracked = self.tracked.lock().unwrap_or_else(|poison| poison.into_inner());
+        for pid in tracked.0.keys() {
+            signal(*pid, sig);
+        }
+    }
+
+    fn cpu_ticks(&self) -> Option<u64> {
+        let tracked = self.tracked.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut pids: Vec<u32> = tracked.0.keys().copied().collect();
+        drop(tracked);
+        if !self.root_reaped.load(Ordering::SeqCst) && !pids.contains(&self.root) {
+            pids.push(self.root);
+        }
+        Some(pids.into_iter().filter_map(super::proc_stat).map(|s| s.cpu_ticks).sum())
+    }
+
     fn sweep(&self) -> Pin<Box<dyn Future<Output = KillReport> + Send + '_>> {
         Box::pin(self.sweep_after_exit())
     }

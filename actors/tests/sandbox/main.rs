@@ -475,3 +475,32 @@ async fn required_sandbox_refuses_to_start_without_its_layers() {
     assert!(lines.iter().all(|l| l.text != "RESULT ran"), "{lines:?}");
     sup.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_cgroup_a_cpu_hog_is_throttled_near_cpu_percent() {
+    // The fallback where the host offers no cgroups (or hivehost is not root): no sandbox, no
+    // cgroup; the sampler's throttle stops the tree for part of each interval.
+    if !Path::new(PYTHON).exists() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let at = layout(dir.path(), "throttled", "print('RESULT spinning', flush=True)\nwhile True:\n    pass\n");
+    let sup = SupervisorHandle::spawn(SupervisorConfig::default()).await.expect("supervisor");
+    let mut spec = boxed("throttled", &at, 0, true);
+    spec.sandbox = SandboxSpec::default();
+    spec.limits.cpu_percent = Some(30);
+    spec.metrics_interval = Duration::from_millis(200);
+    sup.add(spec).await.expect("add");
+    let status = sup.status("throttled").await.expect("status");
+    assert!(status.sandbox.layers.iter().any(|l| l.layer == actors::sandbox::Layer::Limits), "{status:?}");
+    let pid = sup.start("throttled").await.expect("start").pid.expect("pid");
+    results(&sup, "throttled", 1).await;
+    // The measurement itself: 2 s for the throttle to find its duty cycle, then a 5 s window.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (t0, c0) = (std::time::Instant::now(), cpu_seconds(pid));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let share = (cpu_seconds(pid) - c0) / t0.elapsed().as_secs_f64() * 100.0;
+    assert!((24.0..=36.0).contains(&share), "held within 20 % of 30 %: measured {share:.1} %");
+    sup.shutdown().await.expect("shutdown");
+    assert!(!alive(pid), "the throttled server is gone");
+}
