@@ -186,6 +186,12 @@ impl Prepared {
         }
         if let Some(mounts) = &self.mounts {
             mounts.apply_in_child()?;
+            // Rules for what only exists in its new root, added now: the open files it inherited
+            // (close-on-exec, still open until exec) may exceed the limit set next.
+            if let Some(ruleset) = &self.landlock {
+                ruleset.allow_in_child(&mounts.proc_dir, landlock::READ).map_err(|e| tagged(5, e))?;
+                ruleset.allow_in_child(&mounts.shm_dir, ruleset.write_rights()).map_err(|e| tagged(6, e))?;
+            }
         }
         Ok(())
     }
@@ -205,10 +211,6 @@ impl Prepared {
     /// In the child, last before exec: Landlock, then seccomp (which forbids what came before).
     pub(crate) fn restrict(&self) -> io::Result<()> {
         if let Some(ruleset) = &self.landlock {
-            if let Some(mounts) = &self.mounts {
-                ruleset.allow_in_child(&mounts.proc_dir, landlock::READ).map_err(|e| tagged(5, e))?;
-                ruleset.allow_in_child(&mounts.shm_dir, ruleset.write_rights()).map_err(|e| tagged(6, e))?;
-            }
             ruleset.restrict_self().map_err(|e| tagged(7, e))?;
         }
         if let Some(programs) = &self.seccomp {
