@@ -504,3 +504,23 @@ async fn without_a_cgroup_a_cpu_hog_is_throttled_near_cpu_percent() {
     sup.shutdown().await.expect("shutdown");
     assert!(!alive(pid), "the throttled server is gone");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_while_hivehost_holds_more_files_than_the_server_may_open() {
+    // hivehost with many servers holds thousands of pipes; a child inherits them until exec, so
+    // nothing in its setup may open a file after its open-files limit is lowered.
+    let needs = [Need::Root, Need::MountNs, Need::Landlock, Need::Seccomp];
+    let Some(caps) = host_for("many_files", &needs) else { return };
+    let held: Vec<std::fs::File> = (0..300).map(|_| std::fs::File::open("/dev/null").expect("open")).collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let at = layout(dir.path(), "fds", "print('RESULT started', flush=True)\nimport time\ntime.sleep(30)\n");
+    let (uid, instance) = (231_009, "hivehost-test-fds");
+    let sup = supervisor_on(caps, instance).await;
+    let mut spec = boxed("fds", &at, uid, false);
+    spec.limits.max_open_files = Some(64);
+    sup.add(spec).await.expect("add");
+    sup.start("fds").await.expect("start");
+    assert_eq!(results(&sup, "fds", 1).await, ["started"]);
+    drop(held);
+    finish(sup, uid, instance).await;
+}
