@@ -168,6 +168,11 @@ pub fn spec_for(
     spec.metrics_interval = host.metrics_interval;
     spec.metrics_history = host.metrics_history;
     let confine = cfg.sandboxed.unwrap_or(host.security.sandbox_by_default);
+    if let (config::Transport::Http { port }, false, true) = (cfg.transport, cfg.allowed_network, confine) {
+        return Err(SpecErrors(vec![format!(
+            "transport http (port {port}) with allowed_network false: the server would listen inside a network namespace of its own, where hivehost cannot reach it; use the stdio transport, or set allowed_network to true"
+        )]));
+    }
     if let (Some(user), true) = (&cfg.user, confine) {
         warnings.push(format!(
             "user: \"{user}\" is not used: hivehost runs each sandboxed server as a uid of its own ({}), never a shared account",

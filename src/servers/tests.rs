@@ -90,3 +90,30 @@ fn ids_are_checked() {
 fn confinement() -> Confinement {
     Confinement { uid: 200_007, run_dir: "/state/.run/demo".into(), require: true }
 }
+
+#[test]
+fn sandbox_follows_the_config_and_the_host() {
+    let (spec, warnings) = build(
+        r#"{"name":"x","command":["python","s.py"],"user":"nobody","allowed_network":false,"allowed_filesystem":["read","write"]}"#,
+        &[],
+    )
+    .expect("valid");
+    let sb = &spec.sandbox;
+    assert!(sb.confine && sb.cgroup && !sb.network && sb.writable_state && sb.require);
+    assert_eq!((sb.uid, sb.gid), (200_007, 200_007));
+    assert_eq!(sb.code_dir, Path::new("/srv/demo"));
+    assert_eq!(sb.state_dir, Path::new("/state/demo"));
+    assert!(warnings.iter().any(|w| w.contains("user: \"nobody\" is not used") && w.contains("200007")), "{warnings:?}");
+    let (spec, _) = build(r#"{"name":"x","command":["python","s.py"],"sandboxed":false}"#, &[]).expect("valid");
+    assert!(!spec.sandbox.confine && spec.sandbox.network && !spec.sandbox.writable_state);
+}
+
+#[test]
+fn http_servers_need_the_network_when_sandboxed() {
+    let err = build(
+        r#"{"name":"x","command":["python","s.py"],"transport":"http","port":8080,"allowed_network":false}"#,
+        &[],
+    )
+    .expect_err("refused");
+    assert!(err.to_string().contains("use the stdio transport, or set allowed_network to true"), "{err}");
+}
