@@ -91,6 +91,10 @@ pub trait TreeControl: Send + Sync + 'static {
     /// Stops (SIGSTOP) or continues (SIGCONT) every known member: the CPU throttle of a tree
     /// without a cgroup quota.
     fn pause(&self, _stopped: bool) {}
+    /// Kernel OOM kills in the tree's memory cgroup so far (0 without one).
+    fn oom_kills(&self) -> u64 {
+        0
+    }
     /// CPU time used so far by the root and every member seen, in clock ticks; `None` when
     /// unknown (a test double). Members that exited drop out, so it can go down.
     fn cpu_ticks(&self) -> Option<u64> {

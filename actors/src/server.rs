@@ -137,6 +137,8 @@ pub(crate) struct ServerState {
     health_failures: u32,
     /// Its limits are a cgroup's: the kernel enforces memory and CPU, not the sampler and throttle.
     kernel_limits: bool,
+    /// Kernel OOM kills in its cgroup already reported.
+    oom_reported: u64,
     helpers: HashMap<ActorId, Helper>,
     helper_policy: policy::RestartPolicy,
     helper_history: HashMap<Helper, policy::History>,
@@ -193,6 +195,7 @@ impl Actor for ServerActor {
             ready: false,
             health_failures: 0,
             kernel_limits,
+            oom_reported: 0,
             helpers: HashMap::new(),
             helper_policy: args.helper_policy,
             helper_history: HashMap::new(),
@@ -404,6 +407,7 @@ fn incident(state: &ServerState, message: String) {
 fn on_exited(myself: &ActorRef<ServerMsg>, state: &mut ServerState, kind: policy::ExitKind) {
     state.exited = Some(kind);
     if kind == policy::ExitKind::MemoryLimit && state.kill_reason.is_none() {
+        state.oom_reported = state.control.oom_kills();
         let limit = state.spec.limits.memory_mb.map_or("its".to_owned(), |mb| format!("{mb} MiB"));
         incident(
             state,
@@ -481,8 +485,21 @@ fn on_probe(myself: &ActorRef<ServerMsg>, state: &mut ServerState, ok: bool, det
 }
 
 fn on_sample(myself: &ActorRef<ServerMsg>, state: &mut ServerState, sample: MetricsSample) {
-    // Where the kernel enforces the limits (a cgroup) the watchdog and the throttle stand aside.
+    // Where the kernel enforces the limits (a cgroup) the watchdog stands aside; the kernel's own
+    // OOM kills of processes other than the main one are reported here (the main one's on exit).
     if state.kernel_limits {
+        let kills = state.control.oom_kills();
+        if kills > state.oom_reported && state.exited.is_none() {
+            let limit = state.spec.limits.memory_mb.map_or("its".to_owned(), |mb| format!("{mb} MiB"));
+            incident(
+                state,
+                format!(
+                    "out of memory: the kernel killed {} process(es) of its tree at its memory limit of {limit} (resource_limits.memory_mb, enforced by its cgroup); the server runs on",
+                    kills - state.oom_reported
+                ),
+            );
+            state.oom_reported = kills;
+        }
         return;
     }
     let Some(limit_mb) = state.spec.limits.memory_mb else {

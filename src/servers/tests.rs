@@ -103,7 +103,10 @@ fn sandbox_follows_the_config_and_the_host() {
     assert_eq!((sb.uid, sb.gid), (200_007, 200_007));
     assert_eq!(sb.code_dir, Path::new("/srv/demo"));
     assert_eq!(sb.state_dir, Path::new("/state/demo"));
-    assert!(warnings.iter().any(|w| w.contains("user: \"nobody\" is not used") && w.contains("200007")), "{warnings:?}");
+    assert!(
+        warnings.iter().any(|w| w.contains("user: \"nobody\" is not used") && w.contains("200007")),
+        "{warnings:?}"
+    );
     let (spec, _) = build(r#"{"name":"x","command":["python","s.py"],"sandboxed":false}"#, &[]).expect("valid");
     assert!(!spec.sandbox.confine && spec.sandbox.network && !spec.sandbox.writable_state);
 }

@@ -273,6 +273,10 @@ impl TreeControl for Tree {
         }
     }
 
+    fn oom_kills(&self) -> u64 {
+        self.cgroup.as_ref().map_or(0, |cg| cg.oom_kills())
+    }
+
     fn cpu_ticks(&self) -> Option<u64> {
         let tracked = self.tracked.lock().unwrap_or_else(|poison| poison.into_inner());
         let mut pids: Vec<u32> = tracked.0.keys().copied().collect();

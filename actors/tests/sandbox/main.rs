@@ -524,3 +524,37 @@ async fn starts_while_hivehost_holds_more_files_than_the_server_may_open() {
     drop(held);
     finish(sup, uid, instance).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_killed_for_memory_is_an_incident_while_the_server_runs_on() {
+    let Some(caps) = host_for("child_oom", &[Need::Root, Need::Limits]) else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The server forks a hog; the kernel kills the biggest process of the cgroup: the hog.
+    let at = layout(
+        dir.path(),
+        "parent",
+        r#"
+import os, time
+pid = os.fork()
+if pid == 0:
+    chunks = [bytearray(1 << 20) for _ in range(1024)]
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+print(f"RESULT child ended {status}", flush=True)
+time.sleep(30)
+"#,
+    );
+    let (uid, instance) = (231_010, "hivehost-test-child-oom");
+    let sup = supervisor_on(caps, instance).await;
+    let mut incidents = sup.subscribe();
+    let mut spec = boxed("parent", &at, uid, false);
+    spec.limits.memory_mb = Some(64);
+    sup.add(spec).await.expect("add");
+    sup.start("parent").await.expect("start");
+    assert_eq!(results(&sup, "parent", 1).await, ["child ended 9"], "the hog was killed by SIGKILL");
+    let incident = wait_event(&mut incidents, "parent", |k| matches!(k, EventKind::Incident { .. })).await;
+    let EventKind::Incident { message } = incident.kind else { unreachable!() };
+    assert!(message.contains("killed 1 process(es) of its tree") && message.contains("64 MiB"), "{message}");
+    assert_eq!(sup.status("parent").await.expect("status").state, ServerState::Running);
+    finish(sup, uid, instance).await;
+}
