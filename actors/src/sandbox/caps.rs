@@ -206,7 +206,8 @@ fn detect_cgroups() -> CgroupCaps {
             continue;
         }
         let Some(path) = own_path(&own, key) else { continue };
-        let base = mount.dir.join(path.trim_start_matches('/'));
+        let rel = path.trim_start_matches('/');
+        let base = if rel.is_empty() { mount.dir.clone() } else { mount.dir.join(rel) };
         if !writable(&base) {
             continue;
         }
