@@ -50,20 +50,10 @@ fn main() -> anyhow::Result<()> {
     let full = std::env::args().any(|a| a == "--bench");
     let starts = if full { 100 } else { 3 };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let caps = HostCaps::detect();
     runtime.block_on(run(starts, Duration::ZERO, "back to back, the host as it is"))?;
-    // Spaced starts, as restarts after a delay are: moving a process between cgroups then waits
-    // for an RCU grace period, unless the v2 hierarchy has favordynmods.
+    // Spaced starts, as restarts after a delay are: nothing a previous start left warm helps.
     let gap = if full { SPACING } else { Duration::from_millis(10) };
     runtime.block_on(run(starts, gap, "spaced 200 ms apart, the host as it is"))?;
-    // Then with the v2 hierarchy remounted with favordynmods (security.cgroup_favordynmods),
-    // restored afterwards, when the host does not have it already.
-    if let (true, false, Some(mount)) = (caps.root, caps.cgroup.v2_favordynmods, caps.cgroup.v2_mount.clone()) {
-        actors::sandbox::set_favordynmods(&mount, true)?;
-        let second = runtime.block_on(run(starts, gap, "spaced 200 ms apart, cgroup v2 with favordynmods"));
-        actors::sandbox::set_favordynmods(&mount, false)?;
-        second?;
-    }
     Ok(())
 }
 

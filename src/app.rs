@@ -69,18 +69,7 @@ impl App {
         let store = tokio::task::spawn_blocking(move || Store::open(&db))
             .await?
             .with_context(|| format!("opening the store {}", config.database.display()))?;
-        let mut caps = tokio::task::spawn_blocking(actors::sandbox::HostCaps::detect).await?;
-        if let (true, true, false, Some(mount)) =
-            (config.security.cgroup_favordynmods, caps.root, caps.cgroup.v2_favordynmods, caps.cgroup.v2_mount.clone())
-        {
-            match actors::sandbox::set_favordynmods(&mount, true) {
-                Ok(()) => {
-                    tracing::info!(mount = %mount.display(), "remounted the cgroup v2 hierarchy with favordynmods");
-                    caps.cgroup.v2_favordynmods = true;
-                }
-                Err(err) => tracing::warn!(mount = %mount.display(), error = %err, "could not set favordynmods"),
-            }
-        }
+        let caps = tokio::task::spawn_blocking(actors::sandbox::HostCaps::detect).await?;
         let require = config.security.require_sandbox(caps.root);
         tracing::info!(require_sandbox = require, "sandbox: {}", caps.summary());
         std::fs::create_dir_all(config.state_dir.join(RUN_DIR))?;

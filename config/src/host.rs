@@ -194,10 +194,6 @@ pub struct SecurityConfig {
     pub uid_first: u32,
     /// How many uids from `uid_first` on are hivehost's to give out.
     pub uid_count: u32,
-    /// Remount the host's cgroup v2 hierarchy with `favordynmods` at start: each sandboxed start
-    /// then stops waiting for an RCU grace period (about 7 ms here) when it joins its cgroups, at
-    /// some cost to every fork and exit on the host. A host-wide change, so off unless asked for.
-    pub cgroup_favordynmods: bool,
 }
 
 impl SecurityConfig {
@@ -217,7 +213,6 @@ impl Default for SecurityConfig {
             require_sandbox: None,
             uid_first: 200_000,
             uid_count: 65_536,
-            cgroup_favordynmods: false,
         }
     }
 }
@@ -380,7 +375,6 @@ fn read_security(parent: &mut Obj<'_>, diags: &mut Diags) -> SecurityConfig {
         // Above the usual ranges of system and login users (0 to 60000), below the 32-bit edge.
         uid_first: o.int("uid_first", diags, 65_536, 4_000_000_000).unwrap_or(d.uid_first),
         uid_count: o.int("uid_count", diags, 1, 1_000_000).unwrap_or(d.uid_count),
-        cgroup_favordynmods: o.bool("cgroup_favordynmods", diags).unwrap_or(d.cgroup_favordynmods),
     };
     o.finish(diags, &[]);
     config

@@ -130,7 +130,6 @@ fn shipped_config_names_every_key() {
                 "require_sandbox",
                 "uid_first",
                 "uid_count",
-                "cgroup_favordynmods",
             ],
         ),
         ("auth", &["token", "token_file"]),

@@ -22,10 +22,6 @@ pub struct HostCaps {
 pub struct CgroupCaps {
     /// A v2 hierarchy hivehost may write (a tracking cgroup whose `cgroup.kill` ends a whole tree).
     pub v2: Option<PathBuf>,
-    /// Where that v2 hierarchy is mounted, and whether with `favordynmods` (which makes moving a
-    /// process between cgroups cheap: without it each start waits for an RCU grace period).
-    pub v2_mount: Option<PathBuf>,
-    pub v2_favordynmods: bool,
     /// Controllers usable in that v2 hierarchy (`memory`, `cpu`, `pids`).
     pub v2_controllers: Vec<String>,
     /// v1 hierarchies by controller.
@@ -61,19 +57,6 @@ impl CgroupCaps {
     }
 }
 
-/// Remounts the v2 hierarchy at `mount` with (or without) `favordynmods`: a host-wide setting that
-/// makes moving processes between cgroups cheap at some cost to every fork and exit on the host.
-pub fn set_favordynmods(mount: &Path, on: bool) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let target = std::ffi::CString::new(mount.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
-    let data: &std::ffi::CStr = if on { c"favordynmods" } else { c"" };
-    // SAFETY: NUL-terminated strings that outlive the call; a remount touches no memory of ours.
-    let res = unsafe {
-        libc::mount(std::ptr::null(), target.as_ptr(), std::ptr::null(), libc::MS_REMOUNT, data.as_ptr().cast())
-    };
-    if res == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
-}
-
 impl HostCaps {
     /// Looks at this host: mount table, own cgroups, a probe cgroup per hierarchy, a child that
     /// tries the namespaces, the Landlock ABI and seccomp.
@@ -105,11 +88,10 @@ impl HostCaps {
         .map(|(name, _)| *name)
         .collect();
         format!(
-            "root: {}; cgroup v2: {} (controllers: {}{}); cgroup v1: {}; namespaces: net {}, mount {}, ipc {}; landlock: {}; seccomp: {}",
+            "root: {}; cgroup v2: {} (controllers: {}); cgroup v1: {}; namespaces: net {}, mount {}, ipc {}; landlock: {}; seccomp: {}",
             yes(self.root),
             cg.v2.as_ref().map_or("no".to_owned(), |p| p.display().to_string()),
             if cg.v2_controllers.is_empty() { "none".to_owned() } else { cg.v2_controllers.join(" ") },
-            if cg.v2_favordynmods { ", favordynmods" } else { "" },
             if v1.is_empty() { "none".to_owned() } else { v1.join(" ") },
             yes(self.namespaces.net),
             yes(self.namespaces.mount),
@@ -125,7 +107,6 @@ struct Mount {
     dir: PathBuf,
     v2: bool,
     controllers: Vec<String>,
-    favordynmods: bool,
 }
 
 fn cgroup_mounts(mountinfo: &str) -> Vec<Mount> {
@@ -138,18 +119,14 @@ fn cgroup_mounts(mountinfo: &str) -> Vec<Mount> {
         let (Some(mount_point), Some(fstype), Some(super_opts)) = (left.get(4), right.first(), right.get(2)) else {
             continue;
         };
-        let favordynmods = super_opts.split(',').any(|o| o == "favordynmods");
         // Only hierarchies mounted at their root: a bind of a sub-cgroup would shift every path.
         if left.get(3) != Some(&"/") {
             continue;
         }
         match *fstype {
-            "cgroup2" => mounts.push(Mount {
-                dir: PathBuf::from(unescape(mount_point)),
-                v2: true,
-                controllers: vec![],
-                favordynmods,
-            }),
+            "cgroup2" => {
+                mounts.push(Mount { dir: PathBuf::from(unescape(mount_point)), v2: true, controllers: vec![] })
+            }
             "cgroup" => mounts.push(Mount {
                 dir: PathBuf::from(unescape(mount_point)),
                 v2: false,
@@ -158,7 +135,6 @@ fn cgroup_mounts(mountinfo: &str) -> Vec<Mount> {
                     .filter(|o| ["memory", "cpu", "pids", "freezer"].contains(o))
                     .map(str::to_owned)
                     .collect(),
-                favordynmods,
             }),
             _ => {}
         }
@@ -219,8 +195,6 @@ fn detect_cgroups() -> CgroupCaps {
                 .map(str::to_owned)
                 .collect();
             caps.v2 = Some(base);
-            caps.v2_mount = Some(mount.dir.clone());
-            caps.v2_favordynmods = mount.favordynmods;
             continue;
         }
         for controller in &mount.controllers {
@@ -293,7 +267,7 @@ mod tests {
 36 30 0:32 / /sys/fs/cgroup/freezer rw,relatime - cgroup cgroup rw,freezer
 38 30 0:34 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
 39 30 0:35 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
-40 30 0:36 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw,favordynmods
+40 30 0:36 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
 41 30 0:37 /sub /mnt/bound rw,relatime - cgroup2 cgroup2 rw
 ";
 
@@ -306,7 +280,6 @@ mod tests {
         assert_eq!(dirs[1], ("/sys/fs/cgroup/memory".into(), false, vec!["memory".into()]));
         assert_eq!(dirs[4], ("/sys/fs/cgroup/cpu,cpuacct".into(), false, vec!["cpu".into()]));
         assert_eq!(dirs[5], ("/sys/fs/cgroup/unified".into(), true, vec![]));
-        assert!(mounts[5].favordynmods && !mounts[0].favordynmods);
         // A bind of a sub-cgroup is not a hierarchy root.
         assert_eq!(mounts.len(), 6);
     }

@@ -230,8 +230,6 @@ mod tests {
             cgroup: CgroupCaps {
                 v2: Some(PathBuf::from("/sys/fs/cgroup/unified")),
                 v2_controllers: vec![],
-                v2_mount: Some(PathBuf::from("/sys/fs/cgroup/unified")),
-                v2_favordynmods: false,
                 v1_memory: Some(PathBuf::from("/sys/fs/cgroup/memory")),
                 v1_cpu: Some(PathBuf::from("/sys/fs/cgroup/cpu")),
                 v1_pids: Some(PathBuf::from("/sys/fs/cgroup/pids")),
