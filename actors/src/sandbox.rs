@@ -24,7 +24,7 @@ mod seccomp;
 use std::path::PathBuf;
 
 pub use caps::{CgroupCaps, HostCaps, NamespaceCaps};
-pub(crate) use cgroup::{Cgroup, CgroupLimits};
+pub(crate) use cgroup::{Cgroup, CgroupLimits, CgroupStats};
 pub use cgroup::{CgroupRoot, sweep_instance};
 pub use plan::{Layer, LayerReport, LayerState, Plan, SandboxRefused, plan};
 

@@ -38,6 +38,8 @@ pub(crate) struct Tree {
     root_start: std::sync::OnceLock<u64>,
     /// The incarnation's cgroup, where there is one: its members are members, whatever they did.
     cgroup: Option<Arc<Cgroup>>,
+    /// The cgroup's CPU time at the last usage reading, for the share since then.
+    last_cpu: Mutex<Option<(Instant, u64)>>,
 }
 
 impl Tree {
@@ -50,6 +52,7 @@ impl Tree {
             reaped_at: Mutex::new(None),
             root_start: std::sync::OnceLock::new(),
             cgroup,
+            last_cpu: Mutex::new(None),
         }
     }
 
@@ -225,7 +228,40 @@ impl Tree {
         self.kill_tree_from(reaped_at.unwrap_or_else(Instant::now)).await
     }
 
+    /// Members known without a look at the process table: those tracked, and the cgroup's.
+    fn known_members(&self) -> Vec<u32> {
+        let tracked = self.tracked.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut pids: Vec<u32> = tracked.0.keys().copied().collect();
+        drop(tracked);
+        if let Some(cgroup) = &self.cgroup {
+            pids.extend(cgroup.procs().into_iter().filter(|pid| !pids.contains(pid)).collect::<Vec<_>>());
+        }
+        pids
+    }
+
+    /// Usage from the cgroup's accounting: CPU as the share of one core since the last call.
+    fn cgroup_usage(&self, stats: crate::sandbox::CgroupStats) -> Option<Usage> {
+        if stats.processes == 0 {
+            return None;
+        }
+        let now = Instant::now();
+        let mut last = self.last_cpu.lock().unwrap_or_else(|p| p.into_inner());
+        let cpu_percent = match *last {
+            Some((at, usec)) if now > at => {
+                let wall = now.duration_since(at).as_micros() as f64;
+                (stats.cpu_usec.saturating_sub(usec) as f64 / wall * 100.0) as f32
+            }
+            _ => 0.0,
+        };
+        *last = Some((now, stats.cpu_usec));
+        Some(Usage { processes: stats.processes, rss_bytes: stats.rss_bytes, cpu_percent })
+    }
+
     async fn usage_now(&self, max_age: Duration) -> Option<Usage> {
+        // The kernel's accounting where there is a cgroup: no look at the process table at all.
+        if let Some(stats) = self.cgroup.as_ref().and_then(|cg| cg.stats()) {
+            return self.cgroup_usage(stats);
+        }
         let now = Instant::now();
         let snap = self.table.fresh(now.checked_sub(max_age).unwrap_or(now)).await;
         let members = self.members(&snap);
@@ -267,9 +303,8 @@ impl TreeControl for Tree {
     fn pause(&self, stopped: bool) {
         let sig = if stopped { libc::SIGSTOP } else { libc::SIGCONT };
         self.signal_group(sig);
-        let tracked = self.tracked.lock().unwrap_or_else(|poison| poison.into_inner());
-        for pid in tracked.0.keys() {
-            signal(*pid, sig);
+        for pid in self.known_members() {
+            signal(pid, sig);
         }
     }
 
@@ -278,9 +313,7 @@ impl TreeControl for Tree {
     }
 
     fn cpu_ticks(&self) -> Option<u64> {
-        let tracked = self.tracked.lock().unwrap_or_else(|poison| poison.into_inner());
-        let mut pids: Vec<u32> = tracked.0.keys().copied().collect();
-        drop(tracked);
+        let mut pids = self.known_members();
         if !self.root_reaped.load(Ordering::SeqCst) && !pids.contains(&self.root) {
             pids.push(self.root);
         }

@@ -76,6 +76,19 @@ pub(crate) struct CgroupLimits {
     pub pids: Option<u32>,
 }
 
+/// A cgroup's accounting at one instant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CgroupStats {
+    pub cpu_usec: u64,
+    pub rss_bytes: u64,
+    pub processes: u32,
+}
+
+/// The number after `name ` on a line of a flat-keyed cgroup file.
+fn stat_field(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// One incarnation's cgroups.
 #[derive(Debug)]
 pub(crate) struct Cgroup {
@@ -210,6 +223,28 @@ impl Cgroup {
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
+    }
+
+    /// The tree's use from the kernel's own accounting, without looking at the process table:
+    /// CPU time so far (v2 `cpu.stat`, kept in every v2 cgroup), resident memory (anonymous plus
+    /// mapped file pages of the memory cgroup) and processes. `None` without the files for it.
+    pub(crate) fn stats(&self) -> Option<CgroupStats> {
+        let v2 = self.v2.as_deref()?;
+        let cpu = std::fs::read_to_string(v2.join("cpu.stat")).ok()?;
+        let cpu_usec = stat_field(&cpu, "usage_usec")?;
+        let rss_bytes = match (self.v2_memory, &self.memory) {
+            (true, _) => {
+                let stat = std::fs::read_to_string(v2.join("memory.stat")).ok()?;
+                stat_field(&stat, "anon")? + stat_field(&stat, "file_mapped").unwrap_or(0)
+            }
+            (false, Some(dir)) => {
+                let stat = std::fs::read_to_string(dir.join("memory.stat")).ok()?;
+                stat_field(&stat, "rss")? + stat_field(&stat, "mapped_file").unwrap_or(0)
+            }
+            (false, None) => return None,
+        };
+        let processes = u32::try_from(read_procs(v2).len()).unwrap_or(u32::MAX);
+        Some(CgroupStats { cpu_usec, rss_bytes, processes })
     }
 
     /// Kernel OOM kills in this incarnation's memory cgroup so far.
@@ -395,6 +430,14 @@ fn remove_dir(dir: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flat_keyed_fields() {
+        let text = "usage_usec 1500\nuser_usec 1000\nanon 4096\nanon_thp 0\n";
+        assert_eq!(stat_field(text, "usage_usec"), Some(1500));
+        assert_eq!(stat_field(text, "anon"), Some(4096));
+        assert_eq!(stat_field(text, "user"), None);
+    }
 
     #[test]
     fn quotas_are_percent_of_one_core() {

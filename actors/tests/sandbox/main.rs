@@ -277,6 +277,11 @@ async fn cpu_hog_is_held_at_cpu_percent() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let share = (cpu_seconds(pid) - c0) / t0.elapsed().as_secs_f64() * 100.0;
     assert!((24.0..=36.0).contains(&share), "held within 20 % of 30 %: measured {share:.1} %");
+    // The sampler reads the same from the cgroup's own accounting (no look at the process table).
+    let usage = sup.status("spin").await.expect("status").usage.expect("a sample");
+    assert_eq!(usage.processes, 1, "{usage:?}");
+    assert!((15.0..=45.0).contains(&usage.cpu_percent), "{usage:?}");
+    assert!(usage.rss_bytes > 1 << 20, "{usage:?}");
     finish(sup, uid, instance).await;
 }
 
