@@ -17,6 +17,8 @@ pub struct MetricsSample {
     pub generation: u64,
     /// Percent of one core, summed over the tree.
     pub cpu_percent: f32,
+    /// Resident memory of the tree; with a memory cgroup, what it charges against its limit
+    /// (resident plus page cache).
     pub rss_bytes: u64,
     pub processes: u32,
 }

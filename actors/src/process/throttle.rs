@@ -29,6 +29,7 @@ pub(crate) async fn throttle(tree: Arc<dyn TreeControl>, percent: u32) {
     let mut credit = 0.0_f64; // CPU seconds it may still use
     let mut at = tokio::time::Instant::now();
     let mut period = PERIOD;
+    let mut paused = Duration::ZERO;
     loop {
         tokio::time::sleep(period).await;
         let Some(now_ticks) = tree.cpu_ticks() else { return };
@@ -36,17 +37,21 @@ pub(crate) async fn throttle(tree: Arc<dyn TreeControl>, percent: u32) {
         // A member that exited takes its ticks with it: count only growth.
         let used = now_ticks.saturating_sub(last) as f64 / ticks_per_second;
         last = now_ticks;
-        let rate = used / (now - at).as_secs_f64().max(1e-3);
-        period = if rate > share / 2.0 { PERIOD } else { IDLE_PERIOD };
-        credit = (credit + share * (now - at).as_secs_f64() - used).min(MAX_CREDIT.as_secs_f64() * share);
+        let elapsed = (now - at).as_secs_f64();
+        // Its pace while it was free to run decides how closely to watch it.
+        let rate = used / (elapsed - paused.as_secs_f64()).max(1e-3);
+        period = if rate > share / 2.0 || credit < 0.0 { PERIOD } else { IDLE_PERIOD };
+        credit = (credit + share * elapsed - used).min(MAX_CREDIT.as_secs_f64() * share);
         at = now;
+        paused = Duration::ZERO;
         if credit < 0.0 {
             // Stopped, it earns `share` CPU seconds per second: stay stopped until out of debt.
-            let pause = Duration::from_secs_f64((-credit / share).min(1.0));
+            paused = Duration::from_secs_f64((-credit / share).min(1.0));
             tree.pause(true);
             let guard = Continue(tree.clone());
-            tokio::time::sleep(pause).await;
+            tokio::time::sleep(paused).await;
             drop(guard);
+            period = PERIOD;
         }
     }
 }
