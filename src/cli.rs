@@ -25,6 +25,13 @@ pub enum Command {
         #[arg(long, default_value = "config/config.json")]
         config: PathBuf,
     },
+    /// Run the platform with its MCP tools on stdin and stdout (for desktop MCP clients), and the
+    /// HTTP side too if the dashboard is enabled; stops when the client closes stdin.
+    Mcp {
+        /// The configuration file (its `mcp_hosting` block).
+        #[arg(long, default_value = "config/config.json")]
+        config: PathBuf,
+    },
     /// Write the ready-to-deploy example package: a FastMCP server, its requirements and its config.
     ExamplePackage {
         /// Where to write the ZIP.
@@ -109,7 +116,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve { config } => {
             let config = load_config(&config)?;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(serve(config))
+            runtime.block_on(serve(config, false))
+        }
+        Command::Mcp { config } => {
+            let config = load_config(&config)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(serve(config, true))
         }
         Command::Deploy { package, name, start, config } => {
             let client = client(&config)?;
@@ -209,7 +221,7 @@ pub fn load_config(path: &std::path::Path) -> anyhow::Result<config::HostConfig>
     }
 }
 
-async fn serve(config: config::HostConfig) -> anyhow::Result<ExitCode> {
+async fn serve(config: config::HostConfig, stdio: bool) -> anyhow::Result<ExitCode> {
     // Each hosted server holds about five descriptors (pipes, pidfd, log file): raise the soft
     // open-files limit to the hard one, or 1,024 would cap us near 200 servers.
     match rlimit::increase_nofile_limit(u64::MAX) {
@@ -239,7 +251,7 @@ async fn serve(config: config::HostConfig) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    match crate::run(config, listener, crate::shutdown::signal()).await? {
+    match crate::run(config, listener, stdio, crate::shutdown::signal()).await? {
         crate::Ended::Shutdown => {
             tracing::info!("every server stopped; bye");
             Ok(ExitCode::SUCCESS)

@@ -9,6 +9,7 @@ pub mod app;
 pub mod cli;
 pub mod client;
 pub mod lock;
+pub mod mcp;
 pub mod package;
 pub mod runtimes;
 pub mod servers;
@@ -36,10 +37,13 @@ pub enum Ended {
 
 /// Runs the platform until `shutdown` resolves or the supervision tree gives up.
 ///
-/// `listener` serves the HTTP side when given. On return every hosted process has been stopped.
+/// `listener` serves the HTTP side when given (the API, and MCP at `/mcp`); with `stdio`, the
+/// hosting tools are also served over this process's stdin and stdout, and the platform stops
+/// when the client closes stdin. On return every hosted process has been stopped.
 pub async fn run(
     config: config::HostConfig,
     listener: Option<TcpListener>,
+    stdio: bool,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<Ended> {
     let token = crate::token::load_or_create(&config.auth)?;
@@ -49,11 +53,23 @@ pub async fn run(
     app.load_servers().await;
     app.start_background();
     let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
+    let counters = mcp::Counters::new();
+    let cancel = tokio_util::sync::CancellationToken::new();
     let http = match listener {
         Some(listener) => {
-            let http = dashboard::HttpConfig { token: dashboard::Token::new(&token), max_body_bytes };
-            let router = dashboard::router(app.clone() as Arc<dyn dashboard::Backend>, http);
+            let token = dashboard::Token::new(&token);
+            let http = dashboard::HttpConfig { token: token.clone(), max_body_bytes };
+            let mcp = mcp::http_service(app.clone(), counters.clone(), cancel.child_token());
+            let router = dashboard::router(app.clone() as Arc<dyn dashboard::Backend>, http)
+                .merge(dashboard::protect(axum::Router::new().nest_service("/mcp", mcp), token));
             let mut stopped = http_stopped.clone();
+            // Without TCP_NODELAY a reused connection waits ~40 ms per MCP call (Nagle and delayed ACKs).
+            use axum::serve::ListenerExt;
+            let listener = listener.tap_io(|tcp| {
+                if let Err(err) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %err, "could not set TCP_NODELAY");
+                }
+            });
             Some(tokio::spawn(async move {
                 let graceful = async move {
                     let _ = stopped.wait_for(|s| *s).await;
@@ -65,9 +81,21 @@ pub async fn run(
         }
         None => None,
     };
+    let stdio_closed = async {
+        if stdio {
+            mcp::serve_stdio(app.clone(), counters.clone()).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
     let ended = tokio::select! {
         () = shutdown => {
             tracing::info!("shutting down: stopping every server");
+            app.shutdown().await;
+            Ended::Shutdown
+        }
+        () = stdio_closed => {
+            tracing::info!("the MCP client closed stdin: stopping every server");
             app.shutdown().await;
             Ended::Shutdown
         }
@@ -76,6 +104,7 @@ pub async fn run(
             actors::SupervisorExit::Meltdown(why) => Ended::Meltdown(why),
         },
     };
+    cancel.cancel();
     let _ = stop_http.send(true);
     if let Some(http) = http {
         let _ = http.await;

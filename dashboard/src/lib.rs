@@ -70,6 +70,11 @@ pub fn router(backend: Arc<dyn Backend>, config: HttpConfig) -> Router {
     Router::new().route("/healthz", get(healthz)).merge(protected).with_state(backend)
 }
 
+/// `router` behind the same token check as the API: for services mounted beside it (`/mcp`).
+pub fn protect(router: Router, token: Token) -> Router {
+    router.layer(axum::middleware::from_fn_with_state(token, auth::require_token))
+}
+
 async fn healthz(State(backend): State<Arc<dyn Backend>>) -> Response {
     match backend.health().await {
         Ok(view) => Json(view).into_response(),

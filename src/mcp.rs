@@ -1,0 +1,305 @@
+//! hivehost's own MCP server: the hosting tools of shared/DESIGN.md, over stdio (`hivehost mcp`) and
+//! streamable HTTP (`/mcp` on the serve port, behind the API token).
+//!
+//! A frontend like the HTTP API: every tool goes through the same `dashboard::Backend` methods of
+//! [`App`], so both answer alike; a refusal is a tool error (`isError`) whose text says what was
+//! wrong and what to do, never a protocol error.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use dashboard::{Action, ApiError, Backend, DeployRequest};
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{CallToolResult, Implementation, ServerCapabilities, ServerConfig};
+use rmcp::{ServerHandler, tool, tool_handler, tool_router};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::App;
+use crate::package::IntakeLimits;
+use crate::store::now_ms;
+
+/// The hosting tools, over one [`App`].
+#[derive(Clone)]
+pub struct HostingTools {
+    app: Arc<App>,
+    counters: Arc<Counters>,
+    tool_router: ToolRouter<Self>,
+}
+
+/// Tool calls made to hivehost's own MCP server, for `get_hosting_stats`.
+#[derive(Debug)]
+pub struct Counters {
+    started: Instant,
+    calls: AtomicU64,
+}
+
+impl Counters {
+    pub fn new() -> Arc<Counters> {
+        Arc::new(Counters { started: Instant::now(), calls: AtomicU64::new(0) })
+    }
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct UploadArgs {
+    /// The server's name; its id is derived from it (lowercase letters, digits, `-`, `_`).
+    pub name: String,
+    /// The package: a ZIP holding `server_config.json` and the code, base64-encoded.
+    pub archive_base64: String,
+    /// Overrides `command` of its `server_config.json` (an array; the first item `python`, `node` or `bash`).
+    pub command: Option<Vec<String>>,
+    /// Overrides `description`.
+    pub description: Option<String>,
+    /// Variables merged over `environment`.
+    pub environment: Option<serde_json::Map<String, Value>>,
+    /// Merged over `resource_limits` (`memory_mb`, `cpu_percent`, `max_processes`).
+    pub resource_limits: Option<serde_json::Map<String, Value>>,
+    /// Overrides `health_check_url`.
+    pub health_check_url: Option<String>,
+    /// Start it once deployed (default true).
+    pub start: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ServerArgs {
+    /// The server's id, as `list_mcp_servers` shows it.
+    pub server_id: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct DeleteArgs {
+    /// The server's id, as `list_mcp_servers` shows it.
+    pub server_id: String,
+    /// Kill it at once instead of stopping it gracefully (default false).
+    pub force: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct LogsArgs {
+    /// The server's id, as `list_mcp_servers` shows it.
+    pub server_id: String,
+    /// How many of the last lines (default 50, at most 10000).
+    pub lines: Option<usize>,
+}
+
+/// A tool's answer: the JSON as structured content and as text, or a tool error saying what to do.
+fn answer(result: Result<Value, ApiError>) -> CallToolResult {
+    match result {
+        Ok(value) => CallToolResult::structured(wrap(value)),
+        Err(err) => CallToolResult::structured_error(json!({ "error": { "code": err.code, "message": err.message } })),
+    }
+}
+
+/// Structured content must be an object: a list goes under `items`.
+fn wrap(value: Value) -> Value {
+    match value {
+        Value::Object(_) => value,
+        Value::Array(items) => json!({ "count": items.len(), "items": items }),
+        other => json!({ "value": other }),
+    }
+}
+
+#[tool_router(router = tool_router)]
+impl HostingTools {
+    pub fn new(app: Arc<App>, counters: Arc<Counters>) -> HostingTools {
+        HostingTools { app, counters, tool_router: Self::tool_router() }
+    }
+
+    fn count(&self) {
+        self.counters.calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    #[tool(
+        description = "Deploy an MCP server from a base64-encoded ZIP package (server_config.json plus code; requirements.txt or package.json are installed). Returns its id, scan findings and install outcome. The optional fields override the package's server_config.json."
+    )]
+    async fn upload_mcp_server(&self, Parameters(args): Parameters<UploadArgs>) -> CallToolResult {
+        self.count();
+        let limits = IntakeLimits::new(self.app.config().max_upload_size_bytes());
+        let archive = match crate::package::decode_base64(&args.archive_base64, &limits) {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                return answer(Err(ApiError::new(
+                    422,
+                    err.rule(),
+                    format!("archive_base64: {err}; send the ZIP file's bytes in standard base64"),
+                )));
+            }
+        };
+        let mut overrides = serde_json::Map::new();
+        if let Some(command) = args.command {
+            overrides.insert("command".into(), json!(command));
+        }
+        if let Some(description) = args.description {
+            overrides.insert("description".into(), json!(description));
+        }
+        if let Some(environment) = args.environment {
+            overrides.insert("environment".into(), Value::Object(environment));
+        }
+        if let Some(limits) = args.resource_limits {
+            overrides.insert("resource_limits".into(), Value::Object(limits));
+        }
+        if let Some(url) = args.health_check_url {
+            overrides.insert("health_check_url".into(), json!(url));
+        }
+        let request = DeployRequest {
+            name: args.name,
+            archive,
+            overrides: Value::Object(overrides),
+            start: args.start.unwrap_or(true),
+        };
+        answer(Backend::deploy(self.app.as_ref(), request).await)
+    }
+
+    #[tool(description = "Start a stopped or failed server. Returns its status.")]
+    async fn start_mcp_server(&self, Parameters(args): Parameters<ServerArgs>) -> CallToolResult {
+        self.count();
+        answer(Backend::control(self.app.as_ref(), args.server_id, Action::Start).await)
+    }
+
+    #[tool(
+        description = "Stop a server: SIGTERM to its whole process tree, then SIGKILL after its shutdown_timeout. Returns its status."
+    )]
+    async fn stop_mcp_server(&self, Parameters(args): Parameters<ServerArgs>) -> CallToolResult {
+        self.count();
+        answer(Backend::control(self.app.as_ref(), args.server_id, Action::Stop).await)
+    }
+
+    #[tool(description = "Restart a server (stop, then start). Returns its status.")]
+    async fn restart_mcp_server(&self, Parameters(args): Parameters<ServerArgs>) -> CallToolResult {
+        self.count();
+        answer(Backend::control(self.app.as_ref(), args.server_id, Action::Restart).await)
+    }
+
+    #[tool(
+        description = "Delete a server: stop it (force=true kills it at once), remove its code, state and logs. Its events stay on record."
+    )]
+    async fn delete_mcp_server(&self, Parameters(args): Parameters<DeleteArgs>) -> CallToolResult {
+        self.count();
+        answer(Backend::delete(self.app.as_ref(), args.server_id, args.force.unwrap_or(false)).await)
+    }
+
+    #[tool(
+        description = "One server's status: state, pid, restarts, last exit, health, resource use, and each sandbox layer."
+    )]
+    async fn get_mcp_server_status(&self, Parameters(args): Parameters<ServerArgs>) -> CallToolResult {
+        self.count();
+        answer(Backend::server(self.app.as_ref(), args.server_id).await)
+    }
+
+    #[tool(description = "Every hosted server with its status.")]
+    async fn list_mcp_servers(&self) -> CallToolResult {
+        self.count();
+        answer(Backend::servers(self.app.as_ref()).await)
+    }
+
+    #[tool(description = "The last lines of a server's output (stderr, and stdout for http servers).")]
+    async fn get_mcp_server_logs(&self, Parameters(args): Parameters<LogsArgs>) -> CallToolResult {
+        self.count();
+        let lines = args.lines.unwrap_or(50).clamp(1, 10_000);
+        answer(Backend::logs(self.app.as_ref(), args.server_id, lines).await)
+    }
+
+    #[tool(
+        description = "Platform statistics: servers by state and by language, CPU and memory totals and per server, restarts in the last hour, uptime, tool calls, the store's size."
+    )]
+    async fn get_hosting_stats(&self) -> CallToolResult {
+        self.count();
+        answer(self.stats().await)
+    }
+}
+
+impl HostingTools {
+    async fn stats(&self) -> Result<Value, ApiError> {
+        let internal = |e: String| ApiError::new(500, "internal", e);
+        let statuses = self.app.supervisor().list().await.map_err(|e| internal(e.to_string()))?;
+        let records = self.app.store().servers().await.map_err(|e| internal(e.to_string()))?;
+        let now = now_ms();
+        let restarts = self.app.store().restarts(None, now - 3_600_000).await.map_err(|e| internal(e.to_string()))?;
+        let mut by_state = serde_json::Map::new();
+        let mut by_language = serde_json::Map::new();
+        let (mut cpu, mut rss) = (0.0_f64, 0_u64);
+        let mut per_server = Vec::new();
+        for status in &statuses {
+            let state = status.state.to_string();
+            let n = by_state.get(&state).and_then(Value::as_u64).unwrap_or(0);
+            by_state.insert(state, json!(n + 1));
+            let language = records
+                .iter()
+                .find(|r| r.id == status.id)
+                .and_then(|r| r.spec.get("command")?.get(0)?.as_str().map(str::to_owned))
+                .unwrap_or_else(|| "unknown".into());
+            let n = by_language.get(&language).and_then(Value::as_u64).unwrap_or(0);
+            by_language.insert(language, json!(n + 1));
+            if let Some(usage) = status.usage {
+                cpu += f64::from(usage.cpu_percent);
+                rss += usage.rss_bytes;
+            }
+            per_server.push(json!({
+                "id": status.id,
+                "state": status.state.to_string(),
+                "cpu_percent": status.usage.map(|u| u.cpu_percent),
+                "rss_bytes": status.usage.map(|u| u.rss_bytes),
+                "processes": status.usage.map(|u| u.processes),
+                "restarts": status.restarts,
+                "restarts_last_hour": restarts.iter().filter(|r| r.server == status.id).count(),
+            }));
+        }
+        let uptime = self.counters.started.elapsed().as_secs_f64();
+        let calls = self.counters.calls.load(Ordering::Relaxed);
+        let store = self.app.store().stats();
+        Ok(json!({
+            "servers": statuses.len(),
+            "by_state": by_state,
+            "by_language": by_language,
+            "cpu_percent_total": cpu,
+            "rss_bytes_total": rss,
+            "per_server": per_server,
+            "restarts_last_hour": restarts.len(),
+            "uptime_seconds": uptime,
+            "tool_calls": calls,
+            "tool_calls_per_second": if uptime > 0.0 { calls as f64 / uptime } else { 0.0 },
+            "store": { "db_bytes": store.db_bytes, "wal_bytes": store.wal_bytes },
+        }))
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for HostingTools {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("hivehost", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "hivehost hosts MCP servers: upload a ZIP package with upload_mcp_server, then start, stop, inspect and delete them; get_hosting_stats for the platform as a whole.",
+            )
+    }
+}
+
+/// The hosting tools over streamable HTTP, for `/mcp` (the caller puts it behind the token).
+pub fn http_service(
+    app: Arc<App>,
+    counters: Arc<Counters>,
+    cancel: tokio_util::sync::CancellationToken,
+) -> rmcp::transport::streamable_http_server::StreamableHttpService<
+    HostingTools,
+    rmcp::transport::streamable_http_server::session::local::LocalSessionManager,
+> {
+    use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+    let config = StreamableHttpServerConfig::default().with_cancellation_token(cancel);
+    StreamableHttpService::new(move || Ok(HostingTools::new(app.clone(), counters.clone())), Default::default(), config)
+}
+
+/// Serves the hosting tools over this process's stdin and stdout until the client goes away.
+pub async fn serve_stdio(app: Arc<App>, counters: Arc<Counters>) {
+    use rmcp::ServiceExt;
+    match HostingTools::new(app, counters).serve(rmcp::transport::stdio()).await {
+        Ok(service) => {
+            if let Err(err) = service.waiting().await {
+                tracing::warn!(error = %err, "the stdio MCP session ended with an error");
+            }
+        }
+        Err(err) => tracing::error!(error = %err, "the stdio MCP session could not start"),
+    }
+}
