@@ -2,7 +2,7 @@
 //! and turns requests into actor messages and store writes. It holds no server state of its own:
 //! the supervisor has the live state, the store what must survive a crash.
 
-mod backend;
+pub(crate) mod backend;
 mod deploy;
 mod janitor;
 mod recorder;

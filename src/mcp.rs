@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use dashboard::{Action, ApiError, Backend, DeployRequest};
+use dashboard::{Action, ApiError, Backend};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{CallToolResult, Implementation, ServerCapabilities, ServerConfig};
-use rmcp::{ServerHandler, tool, tool_handler, tool_router};
+use rmcp::model::{CallToolResult, Implementation, ProgressNotificationParam, ServerCapabilities, ServerConfig};
+use rmcp::service::RequestContext;
+use rmcp::{RoleServer, ServerHandler, tool, tool_handler, tool_router};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -115,7 +116,11 @@ impl HostingTools {
     #[tool(
         description = "Deploy an MCP server from a base64-encoded ZIP package (server_config.json plus code; requirements.txt or package.json are installed). Returns its id, scan findings and install outcome. The optional fields override the package's server_config.json."
     )]
-    async fn upload_mcp_server(&self, Parameters(args): Parameters<UploadArgs>) -> CallToolResult {
+    async fn upload_mcp_server(
+        &self,
+        Parameters(args): Parameters<UploadArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> CallToolResult {
         self.count();
         let limits = IntakeLimits::new(self.app.config().max_upload_size_bytes());
         let archive = match crate::package::decode_base64(&args.archive_base64, &limits) {
@@ -144,13 +149,34 @@ impl HostingTools {
         if let Some(url) = args.health_check_url {
             overrides.insert("health_check_url".into(), json!(url));
         }
-        let request = DeployRequest {
-            name: args.name,
-            archive,
-            overrides: Value::Object(overrides),
-            start: args.start.unwrap_or(true),
+        // Each step of the deploy (scan, install output) is a progress notification when the
+        // client asked for them; a task sends them in order, the deploy never waits for it.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let notifier = context.meta.get_progress_token().map(|token| {
+            let peer = context.peer.clone();
+            tokio::spawn(async move {
+                let mut step = 0.0;
+                while let Some(message) = rx.recv().await {
+                    step += 1.0;
+                    let note = ProgressNotificationParam::new(token.clone(), step).with_message(message);
+                    if peer.notify_progress(note).await.is_err() {
+                        break;
+                    }
+                }
+            })
+        });
+        let name = args.name.clone();
+        let progress = move |line: &str| {
+            tracing::info!(server = %name, "deploy: {line}");
+            let _ = tx.send(line.to_owned());
         };
-        answer(Backend::deploy(self.app.as_ref(), request).await)
+        let start = args.start.unwrap_or(true);
+        let deployed = self.app.deploy(&args.name, archive, Value::Object(overrides), start, &progress).await;
+        drop(progress);
+        if let Some(notifier) = notifier {
+            let _ = notifier.await;
+        }
+        answer(deployed.map(|d| crate::app::backend::deployed_view(&d)).map_err(crate::app::backend::deploy_error))
     }
 
     #[tool(description = "Start a stopped or failed server. Returns its status.")]

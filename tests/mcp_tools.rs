@@ -83,6 +83,9 @@ fn check(report: &serde_json::Value) {
     let upload = call(0, "upload_mcp_server");
     assert_eq!(upload["is_error"], false, "{upload}");
     assert_eq!(upload["structured"]["id"], "ticker", "{upload}");
+    // Its steps arrived as progress notifications, because the client asked for them.
+    let steps: Vec<&str> = upload["progress"].as_array().unwrap().iter().filter_map(|p| p.as_str()).collect();
+    assert_eq!(steps, ["checking and extracting the archive", "scanning the code"], "{upload}");
     // The same JSON is in the text.
     let text: serde_json::Value = serde_json::from_str(upload["text"].as_str().unwrap()).unwrap();
     assert_eq!(text, upload["structured"]);

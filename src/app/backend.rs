@@ -67,6 +67,17 @@ pub(crate) fn caps_view(caps: &actors::sandbox::HostCaps) -> Value {
     })
 }
 
+/// The JSON form of a finished deploy.
+pub(crate) fn deployed_view(deployed: &super::Deployed) -> Value {
+    json!({
+        "id": deployed.id,
+        "scan": deployed.scan,
+        "warnings": deployed.warnings,
+        "installed_lines": deployed.installed.len(),
+        "started": deployed.started.as_ref().map(|r| match r { Ok(state) => json!({ "state": state }), Err(e) => json!({ "error": e }) }),
+    })
+}
+
 fn actor_error(err: actors::ActorsError) -> ApiError {
     match err {
         actors::ActorsError::NotFound(id) => {
@@ -111,13 +122,7 @@ impl dashboard::Backend for App {
                 .deploy(&request.name, request.archive, request.overrides, request.start, &progress)
                 .await
                 .map_err(deploy_error)?;
-            Ok(json!({
-                "id": deployed.id,
-                "scan": deployed.scan,
-                "warnings": deployed.warnings,
-                "installed_lines": deployed.installed.len(),
-                "started": deployed.started.map(|r| match r { Ok(state) => json!({ "state": state }), Err(e) => json!({ "error": e }) }),
-            }))
+            Ok(deployed_view(&deployed))
         })
     }
 
