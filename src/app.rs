@@ -5,6 +5,7 @@
 pub(crate) mod backend;
 mod deploy;
 mod janitor;
+mod optimize;
 mod recorder;
 mod recovery;
 
@@ -17,6 +18,7 @@ use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 pub use deploy::DeployError;
+pub use optimize::RECOMMENDATION_EVENT;
 
 use crate::runtimes::Runtimes;
 use crate::servers::Confinement;

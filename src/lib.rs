@@ -8,6 +8,7 @@
 pub mod app;
 pub mod cli;
 pub mod client;
+pub mod insights;
 pub mod lock;
 pub mod mcp;
 pub mod package;

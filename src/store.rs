@@ -1,9 +1,9 @@
 //! The store: what hivehost keeps across restarts, in one SQLite file (`data/hivehost.db`).
 //!
-//! It holds the deployed servers with their desired state, the event history ("memories"),
-//! metrics history (raw samples for an hour, minute averages for a week), restart records, and
-//! the live instance of each server (what recovery needs to find and kill processes a dead
-//! hivehost left behind). This is the only module of hivehost that names SQLite.
+//! It holds the deployed servers with their desired state, the event history ("memories", with a
+//! full-text index over it: `store/search.rs`), metrics history (raw samples for an hour, minute
+//! averages for a week), restart records, and the live instance of each server (what recovery
+//! needs to find and kill processes a dead hivehost left behind). This is the only module of hivehost that names SQLite.
 //!
 //! # How it writes
 //! One writer thread (`store/writer.rs`) owns the write connection. Operations reach it over a bounded
@@ -32,6 +32,7 @@
 mod read;
 mod records;
 mod schema;
+mod search;
 mod writer;
 
 #[cfg(test)]
@@ -47,9 +48,10 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 pub use records::{
-    Category, CompactReport, Desired, EventQuery, EventRecord, InstanceRecord, MetricPoint, NewEvent, RestartRecord,
-    ServerRecord, StoreStats, UnknownName,
+    Category, CompactReport, Desired, EventQuery, EventRecord, EventSearch, InstanceRecord, MetricPoint, NewEvent,
+    RestartRecord, ServerRecord, StoreStats, UnknownName,
 };
+pub use search::{SEARCH_LIMIT_MAX, SEARCH_WORDS_MAX};
 use writer::{Counters, Op, Reply};
 
 /// How many operations may wait for the writer. At about 100,000 appends a second of writer
@@ -93,6 +95,9 @@ pub enum StoreError {
         "the {what} of row {row} of table {table} cannot be read ({detail}): it was changed outside hivehost; fix or delete the row"
     )]
     Corrupt { table: &'static str, row: String, what: &'static str, detail: String },
+    /// Search text that cannot be searched for; `problem` says why and what to type instead.
+    #[error("cannot search the events for `{query}`: {problem}")]
+    Search { query: String, problem: &'static str },
     #[error("the {what} cannot be written as JSON: {detail}")]
     Encode { what: &'static str, detail: String },
     #[error("cannot start the store's writer thread: {0}: the system is out of threads or memory")]
@@ -211,6 +216,14 @@ impl Store {
     /// visible once committed: call [`Store::flush`] first to read your own.
     pub async fn events(&self, q: EventQuery) -> Result<Vec<EventRecord>, StoreError> {
         self.read(move |conn| read::events(conn, &q)).await
+    }
+
+    /// Events whose kind, message or server contain every word of `q.query` (see [`EventSearch`]),
+    /// filtered like [`Store::events`], newest first; at most `q.limit` clamped to
+    /// `1..=`[`SEARCH_LIMIT_MAX`]. Text with no letter or digit in it is refused with
+    /// [`StoreError::Search`]; no text at all lists events.
+    pub async fn search_events(&self, q: EventSearch) -> Result<Vec<EventRecord>, StoreError> {
+        self.read(move |conn| search::search(conn, &q)).await
     }
 
     /// Queues a metrics sample without waiting; see [`Store::append_event`]. A sample of a server

@@ -47,3 +47,27 @@ fn no_test_is_ignored_or_expected_to_panic() {
         .collect();
     assert!(offenders.is_empty(), "ignored or should_panic tests: {offenders:#?}");
 }
+
+#[test]
+fn insights_stay_pure() {
+    // `src/insights.rs` is a function of its arguments: no clock, no files, no store, no randomness.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/insights.rs");
+    let text = std::fs::read_to_string(&path).expect("src/insights.rs");
+    let banned = [
+        "std::fs",
+        "std::time",
+        "SystemTime",
+        "Instant",
+        "std::env",
+        "std::process",
+        "std::net",
+        "std::thread",
+        "tokio",
+        "rand::",
+        "crate::store",
+        "crate::app",
+        "now_ms()",
+    ];
+    let found: Vec<&str> = banned.iter().copied().filter(|b| text.contains(b)).collect();
+    assert!(found.is_empty(), "src/insights.rs must stay pure, but names {found:?}");
+}

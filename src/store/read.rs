@@ -94,7 +94,7 @@ pub(crate) fn events(conn: &Connection, q: &EventQuery) -> Result<Vec<EventRecor
     }
     let filter = if filters.is_empty() { String::new() } else { format!("WHERE {}", filters.join(" AND ")) };
     let sql = format!(
-        "SELECT id, at_ms, category, server, kind, message, data FROM events {filter}
+        "SELECT {EVENT_COLUMNS} FROM events {filter}
          ORDER BY at_ms DESC, id DESC LIMIT :limit"
     );
     let mut st = conn.prepare_cached(&sql).map_err(sqlite("reading events"))?;
@@ -111,36 +111,56 @@ pub(crate) fn events(conn: &Connection, q: &EventQuery) -> Result<Vec<EventRecor
         named.push((":since", since));
     }
     let raw = st
-        .query_map(named.as_slice(), |row| {
-            Ok((
-                row.get::<_, i64>(0)?,
-                row.get::<_, i64>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, Option<String>>(3)?,
-                row.get::<_, String>(4)?,
-                row.get::<_, String>(5)?,
-                row.get::<_, String>(6)?,
-            ))
-        })
+        .query_map(named.as_slice(), raw_event)
         .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
         .map_err(sqlite("reading events"))?;
-    raw.into_iter()
-        .map(|(id, at_ms, category, server, kind, message, data)| {
-            let corrupt =
-                |what, detail: String| StoreError::Corrupt { table: "events", row: id.to_string(), what, detail };
-            Ok(EventRecord {
-                id,
-                at_ms,
-                category: category
-                    .parse()
-                    .map_err(|e: super::records::UnknownName| corrupt("category", e.to_string()))?,
-                server,
-                kind,
-                message,
-                data: serde_json::from_str(&data).map_err(|e| corrupt("data", e.to_string()))?,
-            })
+    raw.into_iter().map(RawEvent::parse).collect()
+}
+
+/// The columns [`raw_event`] reads, in its order.
+pub(crate) const EVENT_COLUMNS: &str = "id, at_ms, category, server, kind, message, data";
+
+/// An event row as SQLite gives it, before its category and data are parsed.
+pub(crate) struct RawEvent {
+    id: i64,
+    at_ms: i64,
+    category: String,
+    server: Option<String>,
+    kind: String,
+    message: String,
+    data: String,
+}
+
+/// Reads the columns of [`EVENT_COLUMNS`].
+pub(crate) fn raw_event(row: &Row<'_>) -> rusqlite::Result<RawEvent> {
+    Ok(RawEvent {
+        id: row.get(0)?,
+        at_ms: row.get(1)?,
+        category: row.get(2)?,
+        server: row.get(3)?,
+        kind: row.get(4)?,
+        message: row.get(5)?,
+        data: row.get(6)?,
+    })
+}
+
+impl RawEvent {
+    pub(crate) fn parse(self) -> Result<EventRecord, StoreError> {
+        let corrupt =
+            |what, detail: String| StoreError::Corrupt { table: "events", row: self.id.to_string(), what, detail };
+        Ok(EventRecord {
+            id: self.id,
+            at_ms: self.at_ms,
+            category: self
+                .category
+                .parse()
+                .map_err(|e: super::records::UnknownName| corrupt("category", e.to_string()))?,
+            data: serde_json::from_str(&self.data).map_err(|e| corrupt("data", e.to_string()))?,
+            server: self.server,
+            kind: self.kind,
+            message: self.message,
         })
-        .collect()
+    }
 }
 
 /// Raw samples and minute averages of one server since a time, oldest first. Minute rows are

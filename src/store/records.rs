@@ -175,6 +175,23 @@ impl EventQuery {
     }
 }
 
+/// A search of the event history: words to find (in an event's kind, message or server), plus the
+/// filters of [`EventQuery`]. Every part that is `Some` must match; newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct EventSearch {
+    /// Words that must all occur, as a person types them (`oom kill`, `restart*`); never FTS5
+    /// syntax: each word is matched literally, and a trailing `*` makes it a prefix. `None` or
+    /// blank means no text filter.
+    pub query: Option<String>,
+    pub category: Option<Category>,
+    /// Only events about this server (its exact id).
+    pub server: Option<String>,
+    /// Only events at or after this time.
+    pub since_ms: Option<i64>,
+    /// At most this many events, clamped to `1..=SEARCH_LIMIT_MAX`.
+    pub limit: usize,
+}
+
 /// One metrics sample of a server's whole process tree (or, read back from history, the average of
 /// a minute's samples, dated at the start of that minute).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

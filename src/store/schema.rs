@@ -25,7 +25,7 @@ pub(crate) const APPLICATION_ID: i32 = 0x6869_7665;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The migrations, in order: entry `n` takes the database from version `n` to `n + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The newest schema version this build knows.
 pub(crate) fn latest_version() -> u32 {
@@ -107,6 +107,35 @@ CREATE TABLE instances (
     boot_id     TEXT NOT NULL,
     recorded_ms INTEGER NOT NULL
 ) STRICT;
+";
+
+/// Schema 2: full-text search over events (`events_fts`, SQLite FTS5), for `Store::search_events`.
+///
+/// An external-content table: the text stays once, in `events`, and the index holds only the
+/// tokens of `kind`, `message` and `server`. Triggers keep it in step with every insert, delete and
+/// update of `events` (whoever writes them, a `sqlite3` shell included), and `rebuild` indexes the
+/// rows written before this migration. `unicode61` with `remove_diacritics 2` folds case and
+/// accents, so `cafe` finds `Café`; `_` and `-` separate words, so `state_changed` is the two
+/// words `state changed` both in the index and in a quoted query.
+const V2: &str = "
+CREATE VIRTUAL TABLE events_fts USING fts5 (
+    kind, message, server,
+    content = 'events', content_rowid = 'id',
+    tokenize = 'unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER events_fts_insert AFTER INSERT ON events BEGIN
+    INSERT INTO events_fts (rowid, kind, message, server) VALUES (new.id, new.kind, new.message, new.server);
+END;
+CREATE TRIGGER events_fts_delete AFTER DELETE ON events BEGIN
+    INSERT INTO events_fts (events_fts, rowid, kind, message, server)
+    VALUES ('delete', old.id, old.kind, old.message, old.server);
+END;
+CREATE TRIGGER events_fts_update AFTER UPDATE ON events BEGIN
+    INSERT INTO events_fts (events_fts, rowid, kind, message, server)
+    VALUES ('delete', old.id, old.kind, old.message, old.server);
+    INSERT INTO events_fts (rowid, kind, message, server) VALUES (new.id, new.kind, new.message, new.server);
+END;
+INSERT INTO events_fts (events_fts) VALUES ('rebuild');
 ";
 
 /// Creates the file with mode 0600 if it is absent, so the database (and the `-wal` and `-shm`

@@ -481,6 +481,301 @@ fn a_missing_directory_is_reported_with_the_path() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Event search (schema 2, FTS5).
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn the_bundled_sqlite_has_fts5() {
+    let conn = rusqlite::Connection::open_in_memory().expect("in memory");
+    let used: i64 =
+        conn.query_row("SELECT sqlite_compileoption_used('ENABLE_FTS5')", [], |r| r.get(0)).expect("compile options");
+    assert_eq!(used, 1, "rusqlite's `bundled` SQLite is built with FTS5");
+    conn.execute_batch("CREATE VIRTUAL TABLE probe USING fts5 (body)").expect("an FTS5 table");
+}
+
+#[test]
+fn search_text_becomes_quoted_words_anded() {
+    for (text, expected) in [
+        ("", None),
+        ("   \t\n", None),
+        ("\0\r", None),
+        ("oom", Some(r#""oom""#)),
+        ("OOM kill", Some(r#""OOM" AND "kill""#)),
+        ("rest*", Some(r#""rest"*"#)),
+        ("rest**", Some(r#""rest"*"#)),
+        ("*rest", Some(r#""*rest""#)),
+        ("re*st", Some(r#""re*st""#)),
+        (r#"say "hi""#, Some(r#""say" AND """hi""""#)),
+        ("a OR b", Some(r#""a" AND "OR" AND "b""#)),
+        ("NEAR(a b)", Some(r#""NEAR(a" AND "b)""#)),
+        ("- crash -x ( )", Some(r#""crash" AND "-x""#)),
+        ("kind:exited", Some(r#""kind:exited""#)),
+        ("état 日本語", Some(r#""état" AND "日本語""#)),
+        // Control characters separate words: a NUL would end the query string inside FTS5.
+        ("exi\0ted\u{7}x", Some(r#""exi" AND "ted" AND "x""#)),
+    ] {
+        assert_eq!(search::fts_query(text).expect(text).as_deref(), expected, "{text:?}");
+    }
+}
+
+#[test]
+fn search_text_without_a_word_is_refused_with_advice() {
+    for text in [r#"""#, "*", "- ( ) ^ :", "🔥", "\0*\0", "\"\" \u{301}"] {
+        let err = search::fts_query(text).expect_err(text);
+        assert!(matches!(&err, StoreError::Search { .. }), "{text:?}: {err:?}");
+        let message = err.to_string();
+        assert!(message.starts_with("cannot search the events for `"), "{message}");
+        assert!(message.contains("give at least one letter or digit"), "{message}");
+        assert!(message.contains("leave the query empty"), "{message}");
+    }
+    let long = vec!["word"; SEARCH_WORDS_MAX + 1].join(" ");
+    let err = search::fts_query(&long).expect_err("too many words");
+    assert!(err.to_string().contains(&format!("more than {SEARCH_WORDS_MAX} words")), "{err}");
+    assert!(err.to_string().len() < 200, "the error repeats only the start of the text: {err}");
+    assert!(search::fts_query(&vec!["word"; SEARCH_WORDS_MAX].join(" ")).is_ok());
+}
+
+/// The events every search test runs against: distinct words, several servers and categories.
+fn searchable_events() -> Vec<NewEvent> {
+    let ev = |at_ms, category, server: Option<&str>, kind: &str, message: &str| NewEvent {
+        at_ms,
+        category,
+        server: server.map(str::to_owned),
+        kind: kind.to_owned(),
+        message: message.to_owned(),
+        data: json!({"at": at_ms}),
+    };
+    vec![
+        ev(1_000, Category::Infrastructure, Some("weather-api"), "deployed", "deployed weather (python runtime)"),
+        ev(2_000, Category::Incidents, Some("weather-api"), "exited", "exited with code 1"),
+        ev(3_000, Category::Incidents, Some("alpha"), "exited", "killed by signal 9 (SIGKILL)"),
+        ev(4_000, Category::Incidents, Some("alpha"), "state_changed", "running → unhealthy: health check timed out"),
+        ev(5_000, Category::Incidents, Some("alpha"), "incident", "memory limit exceeded: OOM kill at 95%"),
+        ev(6_000, Category::Monitoring, Some("weather-api"), "restart_scheduled", "restart 3 in 500 ms"),
+        ev(7_000, Category::Optimization, None, "recommendation", "lower alpha's memory to 128 MiB"),
+        ev(8_000, Category::Incidents, Some("beta"), "incident", "Café server crashed: 日本語 ログ"),
+        ev(9_000, Category::Monitoring, Some("beta"), "exited", "exited with code 0"),
+    ]
+}
+
+/// A store holding `searchable_events()`, with the records as stored (newest first).
+async fn searchable_store() -> (tempfile::TempDir, Store, Vec<EventRecord>) {
+    let (dir, path) = temp_db();
+    let store = Store::open(&path).expect("open");
+    let mut stored_events = Vec::new();
+    for e in searchable_events() {
+        let id = store.append_event_durable(e.clone()).await.expect("append");
+        stored_events.push(stored(id, e));
+    }
+    stored_events.reverse();
+    (dir, store, stored_events)
+}
+
+fn search_for(text: &str) -> EventSearch {
+    EventSearch { query: Some(text.to_owned()), limit: SEARCH_LIMIT_MAX, ..EventSearch::default() }
+}
+
+fn ids(events: &[EventRecord]) -> Vec<i64> {
+    events.iter().map(|e| e.id).collect()
+}
+
+#[tokio::test]
+async fn search_finds_events_by_word_and_prefix_and_filters_them() {
+    let (_dir, store, all) = searchable_store().await;
+    let at = |at_ms: i64| all.iter().find(|e| e.at_ms == at_ms).expect("an event at that time").id;
+    let cases: Vec<(EventSearch, Vec<i64>)> = vec![
+        (search_for("exited"), vec![at(9_000), at(3_000), at(2_000)]),
+        (search_for("EXITED code"), vec![at(9_000), at(2_000)]),
+        (search_for("code 1"), vec![at(2_000)]),
+        (search_for("exit*"), vec![at(9_000), at(3_000), at(2_000)]),
+        (search_for("exit"), vec![]),
+        (search_for("mem* kill"), vec![at(5_000)]),
+        // The kind and the server are indexed too; `_` and `-` split words on both sides.
+        (search_for("state_changed"), vec![at(4_000)]),
+        (search_for("weather-api restart"), vec![at(6_000)]),
+        (search_for("weath*"), vec![at(6_000), at(2_000), at(1_000)]),
+        (search_for("alpha"), vec![at(7_000), at(5_000), at(4_000), at(3_000)]),
+        // Case and accents fold; CJK words are found whole.
+        (search_for("cafe"), vec![at(8_000)]),
+        (search_for("CAFÉ"), vec![at(8_000)]),
+        (search_for("日本語"), vec![at(8_000)]),
+        (EventSearch { category: Some(Category::Incidents), ..search_for("exited") }, vec![at(3_000), at(2_000)]),
+        (EventSearch { server: Some("alpha".to_owned()), ..search_for("kill*") }, vec![at(5_000), at(3_000)]),
+        (EventSearch { server: Some("alph".to_owned()), ..search_for("kill*") }, vec![]),
+        (EventSearch { since_ms: Some(3_000), ..search_for("exited") }, vec![at(9_000), at(3_000)]),
+        (
+            EventSearch {
+                server: Some("weather-api".to_owned()),
+                category: Some(Category::Incidents),
+                since_ms: Some(1_500),
+                ..search_for("code")
+            },
+            vec![at(2_000)],
+        ),
+        (EventSearch { limit: 2, ..search_for("e*") }, vec![at(9_000), at(5_000)]),
+        // No text: the filters alone, like `events`.
+        (EventSearch { query: None, ..search_for("") }, ids(&all)),
+        (search_for("  "), ids(&all)),
+        (EventSearch { category: Some(Category::Monitoring), ..search_for("") }, vec![at(9_000), at(6_000)]),
+    ];
+    for (q, expected) in cases {
+        let got = store.search_events(q.clone()).await.expect("search");
+        assert_eq!(ids(&got), expected, "{q:?}");
+        for e in &got {
+            assert_eq!(Some(e), all.iter().find(|a| a.id == e.id), "whole records come back");
+        }
+    }
+    store.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn search_limits_are_clamped() {
+    let (dir, path) = temp_db();
+    let store = Store::open(&path).expect("open");
+    for i in 0..(SEARCH_LIMIT_MAX as i64 + 20) {
+        store.append_event(event(i, Category::Monitoring, Some("a"), "sampled"));
+    }
+    store.flush().await.expect("flush");
+    for (limit, expected) in
+        [(0, 1), (1, 1), (5, 5), (SEARCH_LIMIT_MAX, SEARCH_LIMIT_MAX), (usize::MAX, SEARCH_LIMIT_MAX)]
+    {
+        for text in ["sampled", ""] {
+            let got = store.search_events(EventSearch { limit, ..search_for(text) }).await.expect("search");
+            assert_eq!(got.len(), expected, "limit {limit}, text {text:?}");
+            assert_eq!(got[0].at_ms, SEARCH_LIMIT_MAX as i64 + 19, "newest first");
+        }
+    }
+    store.close().await.expect("close");
+    drop(dir);
+}
+
+/// What a search must find, computed without SQLite: every word with a letter or digit must occur
+/// in one column as its consecutive tokens (the last one a prefix if the word ends in `*`), where
+/// tokens are the runs of letters and digits, lowercased. Accents are not folded here: the text
+/// given to it avoids them.
+fn reference_match(text: &str, e: &EventRecord) -> bool {
+    let tokens = |s: &str| -> Vec<String> {
+        s.split(|c: char| !c.is_alphanumeric()).filter(|t| !t.is_empty()).map(str::to_lowercase).collect()
+    };
+    let columns: Vec<Vec<String>> = [Some(e.kind.as_str()), Some(e.message.as_str()), e.server.as_deref()]
+        .into_iter()
+        .flatten()
+        .map(tokens)
+        .collect();
+    text.split(|c: char| c.is_whitespace() || c.is_control()).all(|word| {
+        let stem = word.trim_end_matches('*');
+        let prefix = stem.len() < word.len();
+        let phrase = tokens(stem);
+        if phrase.is_empty() {
+            return true;
+        }
+        columns.iter().any(|column| {
+            column.windows(phrase.len()).any(|window| {
+                window.iter().zip(&phrase).enumerate().all(|(i, (have, want))| {
+                    if prefix && i == phrase.len() - 1 { have.starts_with(want.as_str()) } else { have == want }
+                })
+            })
+        })
+    })
+}
+
+#[tokio::test]
+async fn hostile_search_text_never_breaks_the_query_nor_matches_unrelated_events() {
+    let (_dir, store, all) = searchable_store().await;
+    let hostile = [
+        r#"""#,
+        r#""""#,
+        r#""exited"#,
+        r#""exited" OR "killed""#,
+        "OR",
+        "AND",
+        "NOT",
+        "exited OR killed",
+        "exited NOT code",
+        "NEAR(",
+        "NEAR(exited code)",
+        "NEAR(exited code, 2)",
+        "*",
+        "**",
+        "* exited",
+        "*exited",
+        "e*",
+        "exit*ed",
+        "-",
+        "-exited",
+        "exited -code",
+        "(",
+        ")",
+        "(exited)",
+        "exited)",
+        "((code",
+        "kind:exited",
+        "message : code",
+        "{kind message}: code",
+        "^exited",
+        "exited^",
+        "+exited",
+        "'; DROP TABLE events; --",
+        "\0",
+        "exi\0ted",
+        "🔥",
+        "🔥killed",
+        "日本語",
+        "ログ*",
+        "signal 9 (SIGKILL)",
+        "95%",
+        "→",
+        "running → unhealthy",
+        "\u{202e}exited",
+        "null",
+        "rowid",
+        "events_fts",
+        "\"\"\"\"\"\"",
+    ];
+    for text in hostile {
+        let searchable = text.chars().any(char::is_alphanumeric);
+        let blank = text.chars().all(|c| c.is_whitespace() || c.is_control());
+        match store.search_events(search_for(text)).await {
+            Ok(got) if blank => assert_eq!(got, all, "{text:?} is blank: no text filter"),
+            Ok(got) => {
+                assert!(searchable, "{text:?} has no word, yet it was searched");
+                let expected: Vec<i64> = all.iter().filter(|e| reference_match(text, e)).map(|e| e.id).collect();
+                assert_eq!(ids(&got), expected, "{text:?}");
+            }
+            Err(StoreError::Search { .. }) => assert!(!searchable, "{text:?} has a word, yet it was refused"),
+            Err(err) => panic!("{text:?} broke the query: {err}"),
+        }
+    }
+    // The reference is not vacuous: some of the hostile texts find events.
+    assert_eq!(ids(&store.search_events(search_for("(exited)")).await.expect("search")).len(), 3);
+    assert_eq!(store.events(all_events()).await.expect("events"), all, "nothing was changed");
+    store.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn the_index_follows_rows_deleted_or_changed_outside_the_store() {
+    let (dir, store, all) = searchable_store().await;
+    let path = store.path().to_owned();
+    store.close().await.expect("close");
+    let conn = rusqlite::Connection::open(&path).expect("raw open");
+    conn.execute("DELETE FROM events WHERE message = 'exited with code 1'", []).expect("delete");
+    conn.execute("UPDATE events SET message = 'renamed to zebra' WHERE message = 'exited with code 0'", [])
+        .expect("update");
+    drop(conn);
+    let store = Store::open(&path).expect("reopen");
+    let killed = all.iter().find(|e| e.at_ms == 3_000).expect("the kill").id;
+    let renamed = all.iter().find(|e| e.at_ms == 9_000).expect("the clean exit").id;
+    assert_eq!(ids(&store.search_events(search_for("exited")).await.expect("search")), vec![renamed, killed]);
+    assert_eq!(store.search_events(search_for("zebra")).await.expect("search").len(), 1);
+    assert_eq!(store.search_events(search_for("code")).await.expect("search"), vec![]);
+    assert_eq!(store.integrity_check().await.expect("check"), vec!["ok".to_owned()]);
+    store.close().await.expect("close");
+    let conn = rusqlite::Connection::open(&path).expect("raw open");
+    conn.execute("INSERT INTO events_fts (events_fts) VALUES ('integrity-check')", []).expect("the index matches");
+    drop(dir);
+}
+
+// ---------------------------------------------------------------------------------------------
 // The v1 fixture.
 //
 // tests/fixtures/store-v1.db is a database of schema version 1 with the rows of `v1_rows()`,
@@ -710,6 +1005,17 @@ async fn assert_loads_v1_rows(source: &Path) {
     // The database takes new rows after the old ones.
     let id = store.append_event_durable(event(1, Category::Monitoring, None, "after")).await.expect("append");
     assert_eq!(id, 5);
+    // Migration 2 indexed the old rows for search, and the new one joins them.
+    let found = |text: &str| {
+        let store = store.clone();
+        let q = EventSearch { query: Some(text.to_owned()), limit: 100, ..EventSearch::default() };
+        async move { store.search_events(q).await.expect("search").into_iter().map(|e| e.id).collect::<Vec<_>>() }
+    };
+    assert_eq!(found("health").await, vec![3]);
+    assert_eq!(found("alpha").await, vec![3, 1], "by server and by message");
+    assert_eq!(found("signal 9").await, vec![2]);
+    assert_eq!(found("recommend*").await, vec![4]);
+    assert_eq!(found("after").await, vec![5]);
     assert_eq!(store.integrity_check().await.expect("check"), vec!["ok".to_owned()]);
     store.close().await.expect("close");
 }

@@ -1,0 +1,106 @@
+//! Full-text search of the event history: a person's words turned into a safe FTS5 query, and the
+//! query over `events_fts` (schema 2) with the usual filters.
+//!
+//! User text never reaches FTS5 as syntax. Each word (separated by whitespace or control characters) becomes one quoted string
+//! (a `"` inside it doubled), so `OR`, `NEAR(`, `-`, `:`, `^` and parentheses are plain text that
+//! the tokenizer splits away; the words are ANDed. A trailing `*` stays a prefix search (`rest*`
+//! finds `restart`). A word with no letter or digit (`"`, `-`, `*`, `(`) has nothing to search for
+//! and is dropped; text made only of such words is refused with [`StoreError::Search`].
+
+use rusqlite::Connection;
+
+use super::read::{EVENT_COLUMNS, RawEvent, raw_event};
+use super::records::{Category, EventQuery, EventRecord, EventSearch};
+use super::{StoreError, sqlite};
+
+/// The most events one search returns; a larger `limit` is lowered to it, so an agent's careless
+/// `limit` cannot pull the whole history into one answer.
+pub const SEARCH_LIMIT_MAX: usize = 1000;
+
+/// The most words a query may have. Every word is one more term for FTS5 to intersect; past this
+/// it is a paste, not a search.
+pub const SEARCH_WORDS_MAX: usize = 32;
+
+/// Why search text was refused: no word to search for.
+const NO_WORD: &str = "it has no word to look for (only punctuation, operators or `*`): give at least one letter or digit, or leave the query empty to list events without a text filter";
+/// Why search text was refused: too many words.
+const TOO_MANY_WORDS: &str = "it has more than 32 words: search for the few that matter";
+
+/// How much of refused text an error message repeats.
+const QUOTED_CHARS: usize = 80;
+
+/// Turns search text into an FTS5 query string; `None` when the text is blank (no text filter).
+pub(crate) fn fts_query(text: &str) -> Result<Option<String>, StoreError> {
+    if text.chars().all(|c| c.is_whitespace() || c.is_control()) {
+        return Ok(None);
+    }
+    let refuse = |problem| StoreError::Search { query: text.chars().take(QUOTED_CHARS).collect(), problem };
+    // Control characters separate words too: FTS5 reads its query as a C string, so a NUL inside
+    // a quoted word would end the query there, unterminated.
+    let words: Vec<&str> =
+        text.split(|c: char| c.is_whitespace() || c.is_control()).filter(|w| !w.is_empty()).collect();
+    if words.len() > SEARCH_WORDS_MAX {
+        return Err(refuse(TOO_MANY_WORDS));
+    }
+    let terms: Vec<String> = words
+        .into_iter()
+        .filter_map(|word| {
+            let stem = word.trim_end_matches('*');
+            let prefix = stem.len() < word.len();
+            // Without a letter or digit the unicode61 tokenizer finds no token in the word: an
+            // empty phrase, which would match nothing and turn the whole AND into nothing.
+            if !stem.chars().any(char::is_alphanumeric) {
+                return None;
+            }
+            let quoted = format!("\"{}\"", stem.replace('"', "\"\""));
+            Some(if prefix { quoted + "*" } else { quoted })
+        })
+        .collect();
+    if terms.is_empty() {
+        return Err(refuse(NO_WORD));
+    }
+    Ok(Some(terms.join(" AND ")))
+}
+
+/// Events matching the search, newest first (by time, then id).
+pub(crate) fn search(conn: &Connection, q: &EventSearch) -> Result<Vec<EventRecord>, StoreError> {
+    let limit = q.limit.clamp(1, SEARCH_LIMIT_MAX);
+    let Some(matching) = q.query.as_deref().map(fts_query).transpose()?.flatten() else {
+        let query = EventQuery { server: q.server.clone(), category: q.category, since_ms: q.since_ms, limit };
+        return super::read::events(conn, &query);
+    };
+    // The text filter is a subquery on the index's rowids, so the filters on `events` keep their
+    // own indexes; as in `read::events`, one cached statement per combination of filters.
+    let mut filters = vec!["id IN (SELECT rowid FROM events_fts WHERE events_fts MATCH :match)"];
+    if q.server.is_some() {
+        filters.push("server = :server");
+    }
+    if q.category.is_some() {
+        filters.push("category = :category");
+    }
+    if q.since_ms.is_some() {
+        filters.push("at_ms >= :since");
+    }
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE {} ORDER BY at_ms DESC, id DESC LIMIT :limit",
+        filters.join(" AND ")
+    );
+    let mut st = conn.prepare_cached(&sql).map_err(sqlite("searching events"))?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let category = q.category.map(Category::as_str);
+    let mut named: Vec<(&str, &dyn rusqlite::ToSql)> = vec![(":match", &matching), (":limit", &limit)];
+    if let Some(server) = &q.server {
+        named.push((":server", server));
+    }
+    if let Some(category) = &category {
+        named.push((":category", category));
+    }
+    if let Some(since) = &q.since_ms {
+        named.push((":since", since));
+    }
+    let raw = st
+        .query_map(named.as_slice(), raw_event)
+        .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
+        .map_err(sqlite("searching events"))?;
+    raw.into_iter().map(RawEvent::parse).collect()
+}
