@@ -86,6 +86,38 @@ pub struct LogsArgs {
     pub lines: Option<usize>,
 }
 
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct SearchArgs {
+    /// Words that must all occur in an event's kind, message or server (`oom`, `restart*` for a
+    /// prefix); matched literally, never as a query language. Omit for every event.
+    pub query: Option<String>,
+    /// Only this category: `infrastructure`, `monitoring`, `incidents` or `optimization`.
+    pub category: Option<String>,
+    /// Only events about this server.
+    pub server_id: Option<String>,
+    /// Only events newer than this long ago: a number and a unit, `90s`, `30m`, `2h`, `7d`.
+    pub since: Option<String>,
+    /// At most this many, newest first (default 50, at most 1000).
+    pub limit: Option<usize>,
+}
+
+/// `90s`, `30m`, `2h`, `7d` as milliseconds.
+fn ago_ms(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: i64 =
+        number.parse().map_err(|_| format!("since: `{text}` should be a number and a unit, such as 30m or 2h"))?;
+    let unit_ms = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("since: unit `{unit}` is not one of s, m, h, d (as in 30m or 2h)")),
+    };
+    Ok(n.saturating_mul(unit_ms))
+}
+
 /// A tool's answer: the JSON as structured content and as text, or a tool error saying what to do.
 fn answer(result: Result<Value, ApiError>) -> CallToolResult {
     match result {
@@ -229,6 +261,27 @@ impl HostingTools {
     }
 
     #[tool(
+        description = "Recommendations from each server's stored history (a day of metrics, exits and health checks): memory limits right-sized from p99 memory with headroom, CPU quotas against observed saturation, steady memory growth, crash loops by dominant cause, flapping health. Each carries its evidence and a server_config.json change, and is recorded as an optimization event."
+    )]
+    async fn optimize_server_resources(&self) -> CallToolResult {
+        self.count();
+        let result = self.app.optimize_resources().await;
+        answer(
+            result
+                .map(|recs| json!({ "count": recs.len(), "recommendations": recs }))
+                .map_err(|e| ApiError::new(500, "internal", format!("reading the history failed: {e:#}"))),
+        )
+    }
+
+    #[tool(
+        description = "Search what happened: stored events (deploys, starts, exits, restarts, incidents such as OOM kills, recommendations) by words, category, server and age, newest first."
+    )]
+    async fn search_hosting_events(&self, Parameters(args): Parameters<SearchArgs>) -> CallToolResult {
+        self.count();
+        answer(self.search(args).await)
+    }
+
+    #[tool(
         description = "Platform statistics: servers by state and by language, CPU and memory totals and per server, restarts in the last hour, uptime, tool calls, the store's size."
     )]
     async fn get_hosting_stats(&self) -> CallToolResult {
@@ -238,6 +291,27 @@ impl HostingTools {
 }
 
 impl HostingTools {
+    async fn search(&self, args: SearchArgs) -> Result<Value, ApiError> {
+        let refused = |message: String| ApiError::new(422, "invalid_argument", message);
+        let category = match args.category.as_deref() {
+            Some(name) => Some(name.parse::<crate::store::Category>().map_err(|e| refused(format!("category: {e}")))?),
+            None => None,
+        };
+        let since_ms = match args.since.as_deref() {
+            Some(text) => Some(now_ms() - ago_ms(text).map_err(refused)?),
+            None => None,
+        };
+        let search = crate::store::EventSearch {
+            query: args.query,
+            category,
+            server: args.server_id,
+            since_ms,
+            limit: args.limit.unwrap_or(50).clamp(1, 1000),
+        };
+        let events = self.app.search_events(search).await.map_err(|e| refused(e.to_string()))?;
+        Ok(json!({ "count": events.len(), "events": events }))
+    }
+
     async fn stats(&self) -> Result<Value, ApiError> {
         let internal = |e: String| ApiError::new(500, "internal", e);
         let statuses = self.app.supervisor().list().await.map_err(|e| internal(e.to_string()))?;

@@ -21,7 +21,9 @@ const TOOLS: &[&str] = &[
     "get_mcp_server_logs",
     "get_mcp_server_status",
     "list_mcp_servers",
+    "optimize_server_resources",
     "restart_mcp_server",
+    "search_hosting_events",
     "start_mcp_server",
     "stop_mcp_server",
     "upload_mcp_server",
@@ -110,6 +112,17 @@ fn check(report: &serde_json::Value) {
     let broken = call(10, "upload_mcp_server");
     assert_eq!(broken["is_error"], true, "{broken}");
     assert!(broken["structured"]["error"]["message"].as_str().unwrap().contains("archive_base64"), "{broken}");
+    let optimize = call(11, "optimize_server_resources");
+    assert_eq!(optimize["is_error"], false, "{optimize}");
+    assert!(optimize["structured"]["recommendations"].is_array(), "{optimize}");
+    let found = call(12, "search_hosting_events");
+    assert_eq!(found["is_error"], false, "{found}");
+    let events = found["structured"]["events"].as_array().unwrap();
+    assert!(!events.is_empty() && events.iter().all(|e| e["server"] == "ticker"), "{found}");
+    assert!(events.iter().any(|e| e["kind"] == "deleted"), "{found}");
+    let bad = call(13, "search_hosting_events");
+    assert_eq!(bad["is_error"], true, "{bad}");
+    assert!(bad["structured"]["error"]["message"].as_str().unwrap().contains("category"), "{bad}");
 }
 
 #[test]
