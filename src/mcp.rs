@@ -378,6 +378,8 @@ impl ServerHandler for HostingTools {
 }
 
 /// The hosting tools over streamable HTTP, for `/mcp` (the caller puts it behind the token).
+/// Requests may be as large as a base64 upload of the largest package the config accepts; the
+/// `Host` header must name a loopback host or the configured `dashboard.host` (DNS rebinding).
 pub fn http_service(
     app: Arc<App>,
     counters: Arc<Counters>,
@@ -387,7 +389,17 @@ pub fn http_service(
     rmcp::transport::streamable_http_server::session::local::LocalSessionManager,
 > {
     use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
-    let config = StreamableHttpServerConfig::default().with_cancellation_token(cancel);
+    let max_upload = usize::try_from(app.config().max_upload_size_bytes()).unwrap_or(usize::MAX);
+    let max_body = max_upload.div_ceil(3).saturating_mul(4).saturating_add(1 << 20);
+    let mut hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let configured = app.config().dashboard.host.trim_matches(['[', ']']).to_owned();
+    if !hosts.contains(&configured) {
+        hosts.push(configured);
+    }
+    let config = StreamableHttpServerConfig::default()
+        .with_cancellation_token(cancel)
+        .with_max_request_body_bytes(max_body)
+        .with_allowed_hosts(hosts);
     StreamableHttpService::new(move || Ok(HostingTools::new(app.clone(), counters.clone())), Default::default(), config)
 }
 

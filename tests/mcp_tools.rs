@@ -29,14 +29,25 @@ const TOOLS: &[&str] = &[
     "upload_mcp_server",
 ];
 
-/// A bash server that logs a line a second, as a base64 ZIP in a file.
+/// A bash server that logs a line a second, as a base64 ZIP in a file. It carries 8 MiB of
+/// incompressible text, so its upload is larger than rmcp's default request limit (4 MiB).
 fn ticker_package(root: &Path) -> std::path::PathBuf {
     let dir = root.join("pkg-ticker");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("server.sh"), "while :; do echo tick >&2; sleep 1; done\n").unwrap();
+    let mut noise = vec![0u8; 6 << 20];
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+    for byte in &mut noise {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        *byte = state as u8;
+    }
+    std::fs::write(dir.join("data.txt"), base64::engine::general_purpose::STANDARD.encode(noise)).unwrap();
     let config = serde_json::json!({ "name": "ticker", "command": ["bash", "server.sh"], "shutdown_timeout": 2 });
     std::fs::write(dir.join("server_config.json"), config.to_string()).unwrap();
     let zip = pack_dir(&dir, &IntakeLimits::new(100 << 20)).unwrap();
+    assert!(zip.len() > 4 << 20, "the package is larger than rmcp's default limit: {}", zip.len());
     let file = root.join("ticker.b64");
     std::fs::write(&file, base64::engine::general_purpose::STANDARD.encode(zip)).unwrap();
     file
