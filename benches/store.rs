@@ -3,8 +3,8 @@
 //! Run with `cargo bench --bench store`. Every run writes 10,000 events into a fresh database:
 //! (a) one raw rusqlite transaction with a prepared statement (the floor), (b) one INSERT per
 //! autocommit transaction (what a naive store does), (c) `Store::append_event` for each, then
-//! `Store::flush`. All three use the same file settings (the store creates each database: schema
-//! v1, WAL, `synchronous = NORMAL`); (a) and (b) bind pre-serialized JSON, so they pay SQLite only.
+//! `Store::flush`. All three use the same file settings (the store creates each database: the current
+//! schema, WAL, `synchronous = NORMAL`); (a) and (b) bind pre-serialized JSON, so they pay SQLite only.
 //! (b') is (b) with SQLite's default `synchronous = FULL` (an fsync per commit), on a tenth of the
 //! events, reported as a rate (the time column extrapolates it to the full count).
 //! The three ways alternate, seven runs each, and the median counts. Then, on a database of 10,000

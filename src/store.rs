@@ -136,6 +136,11 @@ impl Store {
         schema::create_private(path)?;
         let mut write = schema::connect(path)?;
         let found = schema::migrate(&mut write, path)?;
+        // Events inserted by hand since the last run join the search index now; the writer
+        // indexes its own as it commits them.
+        if let Err(err) = search::index_new_events(&write) {
+            tracing::warn!(path = %path.display(), error = %err, "indexing events for search failed");
+        }
         let read = schema::connect(path)?;
         read.execute_batch("PRAGMA query_only = ON")
             .map_err(|source| StoreError::Open { path: path.to_owned(), source: Arc::new(source) })?;

@@ -112,30 +112,40 @@ CREATE TABLE instances (
 /// Schema 2: full-text search over events (`events_fts`, SQLite FTS5), for `Store::search_events`.
 ///
 /// An external-content table: the text stays once, in `events`, and the index holds only the
-/// tokens of `kind`, `message` and `server`. Triggers keep it in step with every insert, delete and
-/// update of `events` (whoever writes them, a `sqlite3` shell included), and `rebuild` indexes the
-/// rows written before this migration. `unicode61` with `remove_diacritics 2` folds case and
+/// tokens of `kind`, `message` and `server`. `unicode61` with `remove_diacritics 2` folds case and
 /// accents, so `cafe` finds `Café`; `_` and `-` separate words, so `state_changed` is the two
 /// words `state changed` both in the index and in a quoted query.
+///
+/// New events are indexed in bulk, not by a trigger: `events_fts_state.indexed_to` is the highest
+/// event id in the index, and the writer indexes every event above it at the end of each batch, in
+/// the batch's transaction (`search::index_new_events`). A per-row trigger would make FTS5 flush
+/// its pending terms at the end of every INSERT statement, one tiny segment per event: batched
+/// appends fell to about 23,000 events/s, against 94,000 this way (`benches/README.md`).
+/// Deletes and updates of indexed rows (only ever made outside hivehost) are followed by
+/// triggers; an external-content index must never be told to delete a row it does not hold,
+/// hence their `WHEN`. `rebuild` indexes the rows written before this migration.
 const V2: &str = "
 CREATE VIRTUAL TABLE events_fts USING fts5 (
     kind, message, server,
     content = 'events', content_rowid = 'id',
     tokenize = 'unicode61 remove_diacritics 2'
 );
-CREATE TRIGGER events_fts_insert AFTER INSERT ON events BEGIN
-    INSERT INTO events_fts (rowid, kind, message, server) VALUES (new.id, new.kind, new.message, new.server);
-END;
-CREATE TRIGGER events_fts_delete AFTER DELETE ON events BEGIN
+CREATE TABLE events_fts_state (
+    indexed_to  INTEGER NOT NULL
+) STRICT;
+CREATE TRIGGER events_fts_delete AFTER DELETE ON events
+WHEN old.id <= (SELECT indexed_to FROM events_fts_state) BEGIN
     INSERT INTO events_fts (events_fts, rowid, kind, message, server)
     VALUES ('delete', old.id, old.kind, old.message, old.server);
 END;
-CREATE TRIGGER events_fts_update AFTER UPDATE ON events BEGIN
+CREATE TRIGGER events_fts_update AFTER UPDATE ON events
+WHEN old.id <= (SELECT indexed_to FROM events_fts_state) BEGIN
     INSERT INTO events_fts (events_fts, rowid, kind, message, server)
     VALUES ('delete', old.id, old.kind, old.message, old.server);
     INSERT INTO events_fts (rowid, kind, message, server) VALUES (new.id, new.kind, new.message, new.server);
 END;
 INSERT INTO events_fts (events_fts) VALUES ('rebuild');
+INSERT INTO events_fts_state (indexed_to) SELECT coalesce(max(id), 0) FROM events;
 ";
 
 /// Creates the file with mode 0600 if it is absent, so the database (and the `-wal` and `-shm`

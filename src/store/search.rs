@@ -29,6 +29,24 @@ const TOO_MANY_WORDS: &str = "it has more than 32 words: search for the few that
 /// How much of refused text an error message repeats.
 const QUOTED_CHARS: usize = 80;
 
+/// Indexes the events above `events_fts_state.indexed_to` (those the writer appended since, and
+/// any inserted by hand) and moves the mark to the newest event; returns how many were indexed.
+/// One statement for all of them, so FTS5 writes one segment per call, not one per event.
+pub(crate) fn index_new_events(conn: &Connection) -> rusqlite::Result<usize> {
+    let indexed = conn
+        .prepare_cached(
+            "INSERT INTO events_fts (rowid, kind, message, server)
+             SELECT id, kind, message, server FROM events
+             WHERE id > (SELECT indexed_to FROM events_fts_state) ORDER BY id",
+        )?
+        .execute([])?;
+    if indexed > 0 {
+        conn.prepare_cached("UPDATE events_fts_state SET indexed_to = (SELECT coalesce(max(id), 0) FROM events)")?
+            .execute([])?;
+    }
+    Ok(indexed)
+}
+
 /// Turns search text into an FTS5 query string; `None` when the text is blank (no text filter).
 pub(crate) fn fts_query(text: &str) -> Result<Option<String>, StoreError> {
     if text.chars().all(|c| c.is_whitespace() || c.is_control()) {

@@ -646,6 +646,8 @@ async fn search_limits_are_clamped() {
         }
     }
     store.close().await.expect("close");
+    let conn = rusqlite::Connection::open(&path).expect("raw open");
+    conn.execute("INSERT INTO events_fts (events_fts) VALUES ('integrity-check')", []).expect("the index matches");
     drop(dir);
 }
 
@@ -761,6 +763,11 @@ async fn the_index_follows_rows_deleted_or_changed_outside_the_store() {
     conn.execute("DELETE FROM events WHERE message = 'exited with code 1'", []).expect("delete");
     conn.execute("UPDATE events SET message = 'renamed to zebra' WHERE message = 'exited with code 0'", [])
         .expect("update");
+    conn.execute(
+        "INSERT INTO events (at_ms, category, kind, message, data) VALUES (10000, 'monitoring', 'note', 'added by hand', '{}')",
+        [],
+    )
+    .expect("insert");
     drop(conn);
     let store = Store::open(&path).expect("reopen");
     let killed = all.iter().find(|e| e.at_ms == 3_000).expect("the kill").id;
@@ -768,6 +775,17 @@ async fn the_index_follows_rows_deleted_or_changed_outside_the_store() {
     assert_eq!(ids(&store.search_events(search_for("exited")).await.expect("search")), vec![renamed, killed]);
     assert_eq!(store.search_events(search_for("zebra")).await.expect("search").len(), 1);
     assert_eq!(store.search_events(search_for("code")).await.expect("search"), vec![]);
+    assert_eq!(store.search_events(search_for("hand")).await.expect("search").len(), 1, "indexed at open");
+    // The writer's batches index what was added by hand since, too.
+    let conn = rusqlite::Connection::open(&path).expect("raw open");
+    conn.execute(
+        "INSERT INTO events (at_ms, category, kind, message, data) VALUES (10001, 'monitoring', 'note', 'later by hand', '{}')",
+        [],
+    )
+    .expect("insert");
+    drop(conn);
+    store.append_event_durable(event(10_002, Category::Monitoring, None, "batch")).await.expect("append");
+    assert_eq!(store.search_events(search_for("hand")).await.expect("search").len(), 2);
     assert_eq!(store.integrity_check().await.expect("check"), vec!["ok".to_owned()]);
     store.close().await.expect("close");
     let conn = rusqlite::Connection::open(&path).expect("raw open");

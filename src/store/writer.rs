@@ -157,6 +157,16 @@ fn apply_all(conn: &mut Connection, batch: &[Op]) -> Result<Vec<Result<Done, Sto
         }
         results.push(result);
     }
+    // The batch's events join the search index in its own transaction, all in one statement.
+    if batch.iter().any(|op| matches!(op, Op::Event(..))) {
+        match super::search::index_new_events(&tx) {
+            Ok(_) => {}
+            Err(err) if tx.is_autocommit() => return Err(sqlite("indexing events for search")(err)),
+            Err(err) => {
+                tracing::warn!(error = %err, "indexing events for search failed; a later batch tries again");
+            }
+        }
+    }
     tx.commit().map_err(sqlite("committing a batch"))?;
     Ok(results)
 }
