@@ -77,12 +77,26 @@ pub(crate) fn server(conn: &Connection, id: &str) -> Result<Option<ServerRecord>
 }
 
 /// Events matching the query, newest first.
-///
-/// The statement is built per combination of filters (eight at most, each cached) rather than with
-/// `?1 IS NULL OR ...` clauses, which would keep SQLite from using the indexes on server, category
-/// and time.
 pub(crate) fn events(conn: &Connection, q: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
+    events_where(conn, q, None, "reading events")
+}
+
+/// Events matching the filters of `q` and, with `fts_match`, an FTS5 match over the search index,
+/// newest first (by time, then id).
+///
+/// The statement is built per combination of filters (sixteen at most, each cached) rather than
+/// with `?1 IS NULL OR ...` clauses, which would keep SQLite from using the indexes on server,
+/// category and time; the text filter is a subquery on the index's rowids for the same reason.
+pub(crate) fn events_where(
+    conn: &Connection,
+    q: &EventQuery,
+    fts_match: Option<&str>,
+    what: &'static str,
+) -> Result<Vec<EventRecord>, StoreError> {
     let mut filters = Vec::new();
+    if fts_match.is_some() {
+        filters.push("id IN (SELECT rowid FROM events_fts WHERE events_fts MATCH :match)");
+    }
     if q.server.is_some() {
         filters.push("server = :server");
     }
@@ -97,10 +111,13 @@ pub(crate) fn events(conn: &Connection, q: &EventQuery) -> Result<Vec<EventRecor
         "SELECT {EVENT_COLUMNS} FROM events {filter}
          ORDER BY at_ms DESC, id DESC LIMIT :limit"
     );
-    let mut st = conn.prepare_cached(&sql).map_err(sqlite("reading events"))?;
+    let mut st = conn.prepare_cached(&sql).map_err(sqlite(what))?;
     let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
     let category = q.category.map(Category::as_str);
     let mut named: Vec<(&str, &dyn rusqlite::ToSql)> = vec![(":limit", &limit)];
+    if let Some(matching) = &fts_match {
+        named.push((":match", matching));
+    }
     if let Some(server) = &q.server {
         named.push((":server", server));
     }
@@ -113,15 +130,15 @@ pub(crate) fn events(conn: &Connection, q: &EventQuery) -> Result<Vec<EventRecor
     let raw = st
         .query_map(named.as_slice(), raw_event)
         .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
-        .map_err(sqlite("reading events"))?;
+        .map_err(sqlite(what))?;
     raw.into_iter().map(RawEvent::parse).collect()
 }
 
 /// The columns [`raw_event`] reads, in its order.
-pub(crate) const EVENT_COLUMNS: &str = "id, at_ms, category, server, kind, message, data";
+const EVENT_COLUMNS: &str = "id, at_ms, category, server, kind, message, data";
 
 /// An event row as SQLite gives it, before its category and data are parsed.
-pub(crate) struct RawEvent {
+struct RawEvent {
     id: i64,
     at_ms: i64,
     category: String,
@@ -132,7 +149,7 @@ pub(crate) struct RawEvent {
 }
 
 /// Reads the columns of [`EVENT_COLUMNS`].
-pub(crate) fn raw_event(row: &Row<'_>) -> rusqlite::Result<RawEvent> {
+fn raw_event(row: &Row<'_>) -> rusqlite::Result<RawEvent> {
     Ok(RawEvent {
         id: row.get(0)?,
         at_ms: row.get(1)?,

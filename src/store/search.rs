@@ -9,9 +9,8 @@
 
 use rusqlite::Connection;
 
-use super::read::{EVENT_COLUMNS, RawEvent, raw_event};
-use super::records::{Category, EventQuery, EventRecord, EventSearch};
-use super::{StoreError, sqlite};
+use super::StoreError;
+use super::records::{EventQuery, EventRecord, EventSearch};
 
 /// The most events one search returns; a larger `limit` is lowered to it, so an agent's careless
 /// `limit` cannot pull the whole history into one answer.
@@ -83,42 +82,7 @@ pub(crate) fn fts_query(text: &str) -> Result<Option<String>, StoreError> {
 /// Events matching the search, newest first (by time, then id).
 pub(crate) fn search(conn: &Connection, q: &EventSearch) -> Result<Vec<EventRecord>, StoreError> {
     let limit = q.limit.clamp(1, SEARCH_LIMIT_MAX);
-    let Some(matching) = q.query.as_deref().map(fts_query).transpose()?.flatten() else {
-        let query = EventQuery { server: q.server.clone(), category: q.category, since_ms: q.since_ms, limit };
-        return super::read::events(conn, &query);
-    };
-    // The text filter is a subquery on the index's rowids, so the filters on `events` keep their
-    // own indexes; as in `read::events`, one cached statement per combination of filters.
-    let mut filters = vec!["id IN (SELECT rowid FROM events_fts WHERE events_fts MATCH :match)"];
-    if q.server.is_some() {
-        filters.push("server = :server");
-    }
-    if q.category.is_some() {
-        filters.push("category = :category");
-    }
-    if q.since_ms.is_some() {
-        filters.push("at_ms >= :since");
-    }
-    let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM events WHERE {} ORDER BY at_ms DESC, id DESC LIMIT :limit",
-        filters.join(" AND ")
-    );
-    let mut st = conn.prepare_cached(&sql).map_err(sqlite("searching events"))?;
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let category = q.category.map(Category::as_str);
-    let mut named: Vec<(&str, &dyn rusqlite::ToSql)> = vec![(":match", &matching), (":limit", &limit)];
-    if let Some(server) = &q.server {
-        named.push((":server", server));
-    }
-    if let Some(category) = &category {
-        named.push((":category", category));
-    }
-    if let Some(since) = &q.since_ms {
-        named.push((":since", since));
-    }
-    let raw = st
-        .query_map(named.as_slice(), raw_event)
-        .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
-        .map_err(sqlite("searching events"))?;
-    raw.into_iter().map(RawEvent::parse).collect()
+    let query = EventQuery { server: q.server.clone(), category: q.category, since_ms: q.since_ms, limit };
+    let matching = q.query.as_deref().map(fts_query).transpose()?.flatten();
+    super::read::events_where(conn, &query, matching.as_deref(), "searching events")
 }

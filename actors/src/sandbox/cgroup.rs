@@ -52,19 +52,15 @@ impl CgroupRoot {
     /// Each hierarchy's instance directory.
     fn instance_dirs(&self) -> Vec<PathBuf> {
         let c = &self.caps;
-        [&c.v2, &c.v1_memory, &c.v1_cpu, &c.v1_pids, &c.v1_freezer]
-            .into_iter()
-            .flatten()
-            .map(|base| base.join(&self.instance))
-            .collect::<Vec<_>>()
-            .into_iter()
-            .fold(Vec::new(), |mut acc, dir| {
-                // cpu and cpuacct may share one mount: one directory, once.
-                if !acc.contains(&dir) {
-                    acc.push(dir);
-                }
-                acc
-            })
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for base in [&c.v2, &c.v1_memory, &c.v1_cpu, &c.v1_pids, &c.v1_freezer].into_iter().flatten() {
+            // cpu and cpuacct may share one mount: one directory, once.
+            let dir = base.join(&self.instance);
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+        dirs
     }
 }
 

@@ -57,7 +57,16 @@ pub(crate) fn prepare(
     let new_root = spec.run_dir.join("root");
     // A fresh private /tmp each start; an empty directory for the new root to be mounted on.
     if tmp.exists() {
-        std::fs::remove_dir_all(&tmp)?;
+        // Moved aside at once and removed on a thread of its own: a server may have left
+        // thousands of files there, and this runs on the actor's async worker.
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let old = spec.run_dir.join(format!("tmp.old-{nanos}"));
+        std::fs::rename(&tmp, &old)?;
+        std::thread::Builder::new().name("tmp-remove".into()).spawn(move || {
+            if let Err(err) = std::fs::remove_dir_all(&old) {
+                tracing::warn!(dir = %old.display(), error = %err, "could not remove a server's old /tmp");
+            }
+        })?;
     }
     std::fs::create_dir_all(&tmp)?;
     std::fs::create_dir_all(&new_root)?;
