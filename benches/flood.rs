@@ -130,6 +130,7 @@ async fn under_hivehost(input: &Path, dir: &Path, logs: &Path) -> anyhow::Result
     let mut spec =
         ServerSpec::new(id, std::iter::once("dd".to_owned()).chain(dd(input)).collect(), dir, LogSpec::in_dir(logs));
     spec.env = vec![("PATH".into(), actors::process::DEFAULT_PATH.into())];
+    spec.transport = actors::Transport::None;
     spec.policy = policy::RestartPolicy::new(policy::PolicyConfig {
         mode: policy::RestartMode::Never,
         ..policy::PolicyConfig::default()

@@ -99,12 +99,13 @@ fn round_trips(c: &mut Criterion) {
         // Added, never started: a status query touches no process.
         for n in 0..servers {
             let id = format!("server-{n:03}");
-            let spec = ServerSpec::new(
+            let mut spec = ServerSpec::new(
                 id.clone(),
                 vec!["/bin/true".into()],
                 dir.path(),
                 LogSpec::in_dir(dir.path().join(&id)),
             );
+            spec.transport = actors::Transport::None;
             sup.add(spec).await.expect("adding a server");
         }
         sup

@@ -133,6 +133,7 @@ fn spec(id: &str, dir: &Path, command: Vec<String>, marker: &str) -> ServerSpec 
     let mut spec = ServerSpec::new(id, command, dir, LogSpec::in_dir(dir.join("logs").join(id)));
     spec.env = vec![("PATH".into(), actors::process::DEFAULT_PATH.into()), (harness::MARK.into(), marker.into())];
     spec.shutdown_timeout = Duration::from_secs(5);
+    spec.transport = actors::Transport::None;
     spec
 }
 

@@ -60,9 +60,8 @@ pub async fn run(
         Some(listener) => {
             let token = dashboard::Token::new(&token);
             let http = dashboard::HttpConfig { token: token.clone(), max_body_bytes };
-            let mcp = mcp::http_service(app.clone(), counters.clone(), cancel.child_token());
-            let router = dashboard::router(app.clone() as Arc<dyn dashboard::Backend>, http)
-                .merge(dashboard::protect(axum::Router::new().nest_service("/mcp", mcp), token));
+            let mcp = mcp::router(app.clone(), counters.clone(), cancel.child_token(), token);
+            let router = dashboard::router(app.clone() as Arc<dyn dashboard::Backend>, http).merge(mcp);
             let mut stopped = http_stopped.clone();
             // Without TCP_NODELAY a reused connection waits ~40 ms per MCP call (Nagle and delayed ACKs).
             use axum::serve::ListenerExt;

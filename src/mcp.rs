@@ -19,6 +19,9 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+pub mod aggregate;
+pub mod gateway;
+
 use crate::App;
 use crate::package::IntakeLimits;
 use crate::store::now_ms;
@@ -377,9 +380,27 @@ impl ServerHandler for HostingTools {
     }
 }
 
+/// The streamable HTTP settings of every MCP endpoint: requests may be as large as a base64
+/// upload of the largest package the config accepts; the `Host` header must name a loopback host
+/// or the configured `dashboard.host` (DNS rebinding).
+pub(crate) fn http_config(
+    config: &config::HostConfig,
+    cancel: tokio_util::sync::CancellationToken,
+) -> rmcp::transport::streamable_http_server::StreamableHttpServerConfig {
+    let max_upload = usize::try_from(config.max_upload_size_bytes()).unwrap_or(usize::MAX);
+    let max_body = max_upload.div_ceil(3).saturating_mul(4).saturating_add(1 << 20);
+    let mut hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let configured = config.dashboard.host.trim_matches(['[', ']']).to_owned();
+    if !hosts.contains(&configured) {
+        hosts.push(configured);
+    }
+    rmcp::transport::streamable_http_server::StreamableHttpServerConfig::default()
+        .with_cancellation_token(cancel)
+        .with_max_request_body_bytes(max_body)
+        .with_allowed_hosts(hosts)
+}
+
 /// The hosting tools over streamable HTTP, for `/mcp` (the caller puts it behind the token).
-/// Requests may be as large as a base64 upload of the largest package the config accepts; the
-/// `Host` header must name a loopback host or the configured `dashboard.host` (DNS rebinding).
 pub fn http_service(
     app: Arc<App>,
     counters: Arc<Counters>,
@@ -388,19 +409,51 @@ pub fn http_service(
     HostingTools,
     rmcp::transport::streamable_http_server::session::local::LocalSessionManager,
 > {
-    use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
-    let max_upload = usize::try_from(app.config().max_upload_size_bytes()).unwrap_or(usize::MAX);
-    let max_body = max_upload.div_ceil(3).saturating_mul(4).saturating_add(1 << 20);
-    let mut hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
-    let configured = app.config().dashboard.host.trim_matches(['[', ']']).to_owned();
-    if !hosts.contains(&configured) {
-        hosts.push(configured);
+    let config = http_config(app.config(), cancel);
+    rmcp::transport::streamable_http_server::StreamableHttpService::new(
+        move || Ok(HostingTools::new(app.clone(), counters.clone())),
+        Default::default(),
+        config,
+    )
+}
+
+/// The MCP routes of the serve port, each behind the API token: the hosting tools at `/mcp`, the
+/// aggregate gateway at `/mcp/gateway`, and each hosted stdio server at `/servers/{id}/mcp`.
+pub fn router(
+    app: Arc<App>,
+    counters: Arc<Counters>,
+    cancel: tokio_util::sync::CancellationToken,
+    token: dashboard::Token,
+) -> axum::Router {
+    let gateway = gateway::Gateway::new(app.clone(), cancel.child_token());
+    let aggregate = aggregate::Aggregate::new(app.clone(), gateway.patience());
+    let routes = axum::Router::new()
+        .route_service("/mcp", http_service(app, counters, cancel.child_token()))
+        .route_service("/mcp/gateway", aggregate.service(cancel.child_token()))
+        .route("/servers/{id}/mcp", axum::routing::any(per_server).with_state(gateway));
+    dashboard::protect(routes, token)
+}
+
+/// `/servers/{id}/mcp`: the request goes to that server's proxy service.
+async fn per_server(
+    axum::extract::State(gateway): axum::extract::State<Arc<gateway::Gateway>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match gateway.service(&id).await {
+        Ok(service) => service.handle(request).await.map(axum::body::Body::new),
+        Err(err @ gateway::GatewayError::NotFound(_)) => (
+            axum::http::StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": {"code": "not_found", "message": err.to_string()}})),
+        )
+            .into_response(),
+        Err(err) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"error": {"code": "unavailable", "message": err.to_string()}})),
+        )
+            .into_response(),
     }
-    let config = StreamableHttpServerConfig::default()
-        .with_cancellation_token(cancel)
-        .with_max_request_body_bytes(max_body)
-        .with_allowed_hosts(hosts);
-    StreamableHttpService::new(move || Ok(HostingTools::new(app.clone(), counters.clone())), Default::default(), config)
 }
 
 /// Serves the hosting tools over this process's stdin and stdout until the client goes away.

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use actors::{HealthSpec, Limits, LogSpec, ServerSpec, Transport};
+use actors::{HealthCheck, HealthSpec, Limits, LogSpec, ServerSpec, Transport};
 use config::{HostConfig, Runtime, ServerConfig};
 
 /// The file in a server directory that describes the server.
@@ -149,16 +149,27 @@ pub fn spec_for(
     spec.transport = match cfg.transport {
         config::Transport::Stdio => Transport::Stdio,
         config::Transport::Http { port } => Transport::Http { port },
+        config::Transport::None => Transport::None,
     };
     spec.policy = policy;
     spec.start_timeout = restart.start_timeout;
     spec.shutdown_timeout = restart.shutdown_timeout;
-    spec.health = cfg.health.as_ref().map(|h| HealthSpec {
-        url: h.url.clone(),
-        interval: h.interval,
-        timeout: h.timeout,
-        failures_before_restart: h.failures_before_restart,
-    });
+    spec.health = match (&cfg.health, cfg.transport) {
+        (Some(h), _) => Some(HealthSpec {
+            check: HealthCheck::Http { url: h.url.clone() },
+            interval: h.interval,
+            timeout: h.timeout,
+            failures_before_restart: h.failures_before_restart,
+        }),
+        // A stdio server without a URL is pinged over its own MCP session.
+        (None, config::Transport::Stdio) => Some(HealthSpec {
+            check: HealthCheck::McpPing,
+            interval: cfg.ping.interval,
+            timeout: cfg.ping.timeout,
+            failures_before_restart: cfg.ping.failures_before_restart,
+        }),
+        (None, _) => None,
+    };
     spec.limits = Limits {
         memory_mb: Some(admitted.limits.memory_mb),
         cpu_percent: Some(admitted.limits.cpu_percent),

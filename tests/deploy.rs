@@ -34,6 +34,7 @@ fn bash_package(root: &Path, name: &str, mark: &str) -> Vec<u8> {
     let config = serde_json::json!({
         "name": name,
         "command": ["bash", "server.sh"],
+        "transport": "none",
         "environment": { harness::MARK: mark },
         "shutdown_timeout": 2
     });

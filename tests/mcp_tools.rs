@@ -44,7 +44,7 @@ fn ticker_package(root: &Path) -> std::path::PathBuf {
         *byte = state as u8;
     }
     std::fs::write(dir.join("data.txt"), base64::engine::general_purpose::STANDARD.encode(noise)).unwrap();
-    let config = serde_json::json!({ "name": "ticker", "command": ["bash", "server.sh"], "shutdown_timeout": 2 });
+    let config = serde_json::json!({ "name": "ticker", "command": ["bash", "server.sh"], "transport": "none", "shutdown_timeout": 2 });
     std::fs::write(dir.join("server_config.json"), config.to_string()).unwrap();
     let zip = pack_dir(&dir, &IntakeLimits::new(100 << 20)).unwrap();
     assert!(zip.len() > 4 << 20, "the package is larger than rmcp's default limit: {}", zip.len());

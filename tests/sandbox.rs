@@ -79,6 +79,7 @@ fn deployed_servers_run_sandboxed_under_their_own_uids_and_an_oom_is_an_incident
         serde_json::json!({
             "name": "boxed",
             "command": ["bash", "server.sh"],
+            "transport": "none",
             "environment": { harness::MARK: mark },
             "user": "nobody",
             "allowed_network": false,
@@ -100,6 +101,7 @@ fn deployed_servers_run_sandboxed_under_their_own_uids_and_an_oom_is_an_incident
         serde_json::json!({
             "name": "hog",
             "command": ["python", "hog.py"],
+            "transport": "none",
             "auto_restart": false,
             "resource_limits": { "memory_mb": 32 }
         }),

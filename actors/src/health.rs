@@ -1,32 +1,45 @@
-//! The health poller: an HTTP GET of the server's health URL every interval, reported to its server actor.
+//! The health poller: every interval, an HTTP GET of the server's health URL or an MCP `ping` over
+//! its upstream session, reported to its server actor.
 
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
 
+use std::sync::Arc;
+
+use crate::link::{LinkState, McpLink};
 use crate::server::ServerMsg;
-use crate::spec::HealthSpec;
+use crate::spec::{HealthCheck, HealthSpec};
 
 /// While the server is not yet ready, probe this often (or at the interval, if shorter).
 const STARTUP_PROBE_INTERVAL: Duration = Duration::from_millis(100);
 
-/// The actor that probes one incarnation's health URL.
+/// The actor that probes one incarnation's health.
 pub(crate) struct HealthPoller;
 
 pub(crate) struct HealthArgs {
     pub(crate) spec: HealthSpec,
     pub(crate) server: ActorRef<ServerMsg>,
+    pub(crate) link: Arc<McpLink>,
+    pub(crate) generation: u64,
 }
 
 pub(crate) enum HealthMsg {
     Tick,
-    Done { ok: bool, detail: String },
+    Done {
+        ok: bool,
+        detail: String,
+    },
+    /// Nothing to probe yet (no upstream session): try again at the next tick.
+    Skipped,
 }
 
 pub(crate) struct HealthState {
     spec: HealthSpec,
     server: ActorRef<ServerMsg>,
+    link: Arc<McpLink>,
+    generation: u64,
     client: reqwest::Client,
     passed_once: bool,
     probe: Option<JoinHandle<()>>,
@@ -48,7 +61,17 @@ impl Actor for HealthPoller {
             .no_proxy()
             .build()?;
         myself.cast(HealthMsg::Tick)?;
-        Ok(HealthState { spec: args.spec, server: args.server, client, passed_once: false, probe: None })
+        // An MCP ping starts after the handshake, which already made the server ready.
+        let passed_once = args.spec.check == HealthCheck::McpPing;
+        Ok(HealthState {
+            spec: args.spec,
+            server: args.server,
+            link: args.link,
+            generation: args.generation,
+            client,
+            passed_once,
+            probe: None,
+        })
     }
 
     async fn handle(
@@ -60,13 +83,37 @@ impl Actor for HealthPoller {
         match msg {
             HealthMsg::Tick => {
                 // The probe runs beside the mailbox and reports back, so the actor stays responsive.
-                let client = state.client.clone();
-                let url = state.spec.url.clone();
                 let me = myself.clone();
-                state.probe = Some(tokio::spawn(async move {
-                    let (ok, detail) = probe(&client, &url).await;
-                    let _ = me.cast(HealthMsg::Done { ok, detail });
-                }));
+                state.probe = Some(match &state.spec.check {
+                    HealthCheck::Http { url } => {
+                        let client = state.client.clone();
+                        let url = url.clone();
+                        tokio::spawn(async move {
+                            let (ok, detail) = probe(&client, &url).await;
+                            let _ = me.cast(HealthMsg::Done { ok, detail });
+                        })
+                    }
+                    HealthCheck::McpPing => {
+                        let up = match state.link.state() {
+                            LinkState::Up(up) if up.generation == state.generation => Some(up),
+                            _ => None,
+                        };
+                        let timeout = state.spec.timeout;
+                        tokio::spawn(async move {
+                            let msg = match up {
+                                Some(up) => {
+                                    let (ok, detail) = ping(&up.peer, timeout).await;
+                                    HealthMsg::Done { ok, detail }
+                                }
+                                None => HealthMsg::Skipped,
+                            };
+                            let _ = me.cast(msg);
+                        })
+                    }
+                });
+            }
+            HealthMsg::Skipped => {
+                myself.send_after(state.spec.interval, || HealthMsg::Tick);
             }
             HealthMsg::Done { ok, detail } => {
                 state.passed_once |= ok;
@@ -87,6 +134,16 @@ impl Actor for HealthPoller {
             probe.abort();
         }
         Ok(())
+    }
+}
+
+/// One MCP ping over the upstream session; healthy on an answer within `timeout`.
+async fn ping(peer: &crate::link::UpstreamPeer, timeout: Duration) -> (bool, String) {
+    let request = rmcp::model::ClientRequest::PingRequest(rmcp::model::PingRequest::default());
+    match tokio::time::timeout(timeout, peer.send_request(request)).await {
+        Ok(Ok(_)) => (true, "answered an MCP ping".to_owned()),
+        Ok(Err(err)) => (false, format!("MCP ping failed: {err}")),
+        Err(_) => (false, format!("MCP ping not answered within {timeout:?}")),
     }
 }
 

@@ -6,6 +6,7 @@
 mod error;
 mod event;
 mod health;
+pub mod link;
 mod logs;
 mod metrics;
 pub mod process;
@@ -18,9 +19,10 @@ mod supervisor;
 
 pub use error::ActorsError;
 pub use event::{Event, EventKind, Exit, describe, signal_name};
+pub use link::{LinkError, LinkState, LinkStats, McpLink, Upstream, UpstreamPeer};
 pub use logs::{LogCounters, LogLine, Stream};
 pub use metrics::MetricsSample;
-pub use spec::{HealthSpec, Limits, LogSpec, ServerId, ServerSpec, Transport};
+pub use spec::{HealthCheck, HealthSpec, Limits, LogSpec, ServerId, ServerSpec, Transport};
 pub use state::ServerState;
 pub use status::{SandboxStatus, ServerStatus};
 pub use supervisor::{SupervisorConfig, SupervisorExit, SupervisorHandle};

@@ -14,10 +14,11 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::health::{HealthArgs, HealthPoller};
+use crate::link::{LinkState, McpLink, Upstream, UpstreamHandler};
 use crate::logs::{DrainGate, LogBook, LogTailer, LogTailerArgs, SharedPipe, Stream};
 use crate::metrics::{MetricsArgs, MetricsRing, MetricsSample, MetricsSampler};
 use crate::process::{ExitFuture, InPipe, Launcher, Pipe, TreeControl};
-use crate::spec::ServerSpec;
+use crate::spec::{HealthCheck, ServerSpec, Transport};
 use crate::supervisor::SupervisorMsg;
 
 /// How long a crashed incarnation's pipes get to deliver their last lines before the restart.
@@ -25,6 +26,9 @@ const CRASH_DRAIN: Duration = Duration::from_millis(50);
 
 /// How long a stopped tree's pipes get to deliver their last lines.
 const STOP_DRAIN: Duration = Duration::from_secs(1);
+
+/// The upstream MCP session of a stdio server's incarnation.
+pub(crate) type Session = rmcp::service::RunningService<rmcp::RoleClient, UpstreamHandler>;
 
 /// How an incarnation ended, as the supervisor learns it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +74,8 @@ pub(crate) enum ServerMsg {
     Probe { ok: bool, detail: String },
     /// The metrics sampler measured the tree.
     Sampled(MetricsSample),
+    /// The MCP handshake over stdin and stdout finished (or failed, or took too long).
+    Handshake(Result<Box<Session>, String>),
     /// `start_timeout` passed.
     StartTimedOut,
     /// Stop on request: SIGTERM to the tree, SIGKILL after `shutdown_timeout`.
@@ -108,6 +114,7 @@ pub(crate) struct ServerArgs {
     pub(crate) launcher: Arc<dyn Launcher>,
     pub(crate) logs: Arc<LogBook>,
     pub(crate) metrics: Arc<MetricsRing>,
+    pub(crate) link: Arc<McpLink>,
     pub(crate) supervisor: ActorRef<SupervisorMsg>,
     pub(crate) slot: Arc<Slot>,
     /// The restart budget of each helper.
@@ -125,9 +132,12 @@ pub(crate) struct ServerState {
     exit: Option<ExitFuture>,
     pipes: Vec<(Stream, SharedPipe)>,
     gate: Arc<DrainGate>,
-    /// Kept open for the MCP session of stdio servers.
-    _stdin: Option<InPipe>,
-    _stdout: Option<Pipe>,
+    link: Arc<McpLink>,
+    /// A stdio server's stdin and stdout, until the handshake takes them.
+    stdin: Option<InPipe>,
+    stdout: Option<Pipe>,
+    /// The upstream MCP session of a stdio server, once the handshake is done.
+    session: Option<Box<Session>>,
     tasks: Vec<JoinHandle<()>>,
     /// Why hivehost is killing it, if it is (health, memory, start timeout).
     kill_reason: Option<policy::ExitKind>,
@@ -186,8 +196,10 @@ impl Actor for ServerActor {
             exit: Some(incarnation.exit),
             pipes,
             gate,
-            _stdin: incarnation.stdin,
-            _stdout: incarnation.stdout,
+            link: args.link,
+            stdin: incarnation.stdin,
+            stdout: incarnation.stdout,
+            session: None,
             tasks,
             kill_reason: None,
             stopping: false,
@@ -217,10 +229,14 @@ impl Actor for ServerActor {
             state.helper_history.entry(helper).or_default().admin_start(0);
             spawn_helper(&myself, state, helper).await;
         }
-        if state.spec.health.is_none() {
-            mark_ready(state);
-        } else {
+        let handshake = state.spec.transport == Transport::Stdio;
+        if handshake {
+            start_handshake(&myself, state);
+        }
+        if handshake || http_health(&state.spec) {
             myself.send_after(state.spec.start_timeout, || ServerMsg::StartTimedOut);
+        } else {
+            mark_ready(state);
         }
         Ok(())
     }
@@ -235,6 +251,7 @@ impl Actor for ServerActor {
             ServerMsg::Exited(kind) => on_exited(&myself, state, kind),
             ServerMsg::Probe { ok, detail } => on_probe(&myself, state, ok, detail),
             ServerMsg::Sampled(sample) => on_sample(&myself, state, sample),
+            ServerMsg::Handshake(result) => on_handshake(&myself, state, result),
             ServerMsg::StartTimedOut => {
                 if !state.ready {
                     incident(
@@ -247,6 +264,7 @@ impl Actor for ServerActor {
             ServerMsg::Stop => {
                 if !state.stopping {
                     state.stopping = true;
+                    retire(state, "it is stopping");
                     if state.exited.is_none() && state.kill_reason.is_none() {
                         start_ladder(&myself, state);
                     }
@@ -254,6 +272,7 @@ impl Actor for ServerActor {
             }
             ServerMsg::KillNow => {
                 state.stopping = true;
+                retire(state, "it is being killed");
                 if state.exited.is_none() {
                     let control = state.control.clone();
                     state.tasks.push(tokio::spawn(async move {
@@ -366,7 +385,8 @@ async fn spawn_helper(myself: &ActorRef<ServerMsg>, state: &mut ServerState, hel
             let Some(spec) = state.spec.health.clone() else {
                 return;
             };
-            let args = HealthArgs { spec, server: myself.clone() };
+            let args =
+                HealthArgs { spec, server: myself.clone(), link: state.link.clone(), generation: state.generation };
             Actor::spawn_linked(None, HealthPoller, args, supervisor).await.map(|(actor, _)| actor.get_id())
         }
         Helper::Metrics => {
@@ -404,8 +424,70 @@ fn incident(state: &ServerState, message: String) {
     });
 }
 
+/// Whether readiness waits for an HTTP health check.
+fn http_health(spec: &ServerSpec) -> bool {
+    spec.health.as_ref().is_some_and(|h| matches!(h.check, HealthCheck::Http { .. }))
+}
+
+/// Opens the upstream MCP session on the child's stdin and stdout, in a task: the 2026-07-28
+/// `server/discover` first, falling back to the `initialize` handshake of older servers.
+fn start_handshake(myself: &ActorRef<ServerMsg>, state: &mut ServerState) {
+    use rmcp::model::ProtocolVersion;
+    use rmcp::service::{ClientLifecycleMode, ClientServiceExt};
+    let (Some(stdout), Some(stdin)) = (state.stdout.take(), state.stdin.take()) else {
+        let _ = myself.cast(ServerMsg::Handshake(Err("its stdin or stdout is not a pipe".into())));
+        return;
+    };
+    let handler = state.link.handler();
+    let limit = state.spec.start_timeout;
+    let me = myself.clone();
+    state.tasks.push(tokio::spawn(async move {
+        let lifecycle =
+            ClientLifecycleMode::Auto { preferred_versions: vec![ProtocolVersion::V_2026_07_28], legacy_version: None };
+        let result = match tokio::time::timeout(limit, handler.serve_with_lifecycle((stdout, stdin), lifecycle)).await {
+            Ok(Ok(session)) => Ok(Box::new(session)),
+            Ok(Err(err)) => Err(format!("the MCP handshake on its stdin and stdout failed: {err}")),
+            Err(_) => Err(format!("no MCP handshake on its stdin and stdout within start_timeout ({limit:?})")),
+        };
+        let _ = me.cast(ServerMsg::Handshake(result));
+    }));
+}
+
+fn on_handshake(myself: &ActorRef<ServerMsg>, state: &mut ServerState, result: Result<Box<Session>, String>) {
+    if state.exited.is_some() || state.stopping || state.kill_reason.is_some() {
+        return;
+    }
+    match result {
+        Ok(session) => {
+            let Some(info) = session.peer().peer_info() else {
+                incident(state, "the MCP handshake ended without the server's info; stopping it".into());
+                kill_for(myself, state, policy::ExitKind::StartTimeout, true);
+                return;
+            };
+            let peer = session.peer().clone();
+            tracing::debug!(server = %state.spec.id, generation = state.generation, protocol = %info.protocol_version, "MCP session up");
+            state.link.set(LinkState::Up(Upstream { generation: state.generation, peer, info }));
+            state.session = Some(session);
+            if !http_health(&state.spec) {
+                mark_ready(state);
+            }
+        }
+        Err(why) => {
+            incident(state, format!("{why}; stopping it"));
+            kill_for(myself, state, policy::ExitKind::StartTimeout, true);
+        }
+    }
+}
+
+/// Takes this incarnation's session off the link: gateway calls wait for the next one.
+fn retire(state: &mut ServerState, why: &str) {
+    state.link.retire(state.generation, format!("server {} has no live session: {why}", state.spec.id));
+}
+
 fn on_exited(myself: &ActorRef<ServerMsg>, state: &mut ServerState, kind: policy::ExitKind) {
     state.exited = Some(kind);
+    retire(state, "its process exited");
+    state.session = None;
     if kind == policy::ExitKind::MemoryLimit && state.kill_reason.is_none() {
         state.oom_reported = state.control.oom_kills();
         let limit = state.spec.limits.memory_mb.map_or("its".to_owned(), |mb| format!("{mb} MiB"));
@@ -525,6 +607,7 @@ fn kill_for(myself: &ActorRef<ServerMsg>, state: &mut ServerState, reason: polic
         return;
     }
     state.kill_reason = Some(reason);
+    retire(state, "hivehost is killing it");
     if graceful {
         start_ladder(myself, state);
     } else {

@@ -43,17 +43,35 @@ pub enum Transport {
     Stdio,
     /// MCP over HTTP on this port; stdout is a log like stderr.
     Http { port: u16 },
+    /// No MCP: a plain supervised process (a worker, a ticker); stdout is a log like stderr. It is
+    /// ready once spawned and not reachable through the gateway.
+    None,
 }
 
-/// An HTTP health check.
+impl Transport {
+    /// Whether the child's stdout is a log (not an MCP channel).
+    pub fn stdout_is_log(self) -> bool {
+        !matches!(self, Transport::Stdio)
+    }
+}
+
+/// A health check.
 #[derive(Clone, Debug)]
 pub struct HealthSpec {
-    /// An `http://` URL answered with a 2xx status when healthy.
-    pub url: String,
+    pub check: HealthCheck,
     pub interval: Duration,
     pub timeout: Duration,
     /// Consecutive failures that make the supervisor restart the server.
     pub failures_before_restart: u32,
+}
+
+/// How health is checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HealthCheck {
+    /// An `http://` URL answered with a 2xx status when healthy; the server is ready at the first.
+    Http { url: String },
+    /// An MCP `ping` over the upstream session of a stdio server (ready at the handshake).
+    McpPing,
 }
 
 /// Resource limits of one server.

@@ -16,12 +16,13 @@ use tokio::time::Instant;
 
 use crate::error::ActorsError;
 use crate::event::{Event, EventKind, Exit};
+use crate::link::{LinkState, McpLink};
 use crate::logs::{LogBook, LogLine, LogWriter};
 use crate::metrics::{MetricsRing, MetricsSample};
 use crate::process::{Launcher, ProcTable, ProcessLauncher};
 use crate::sandbox::{CgroupRoot, HostCaps};
 use crate::server::{Outcome, ServerActor, ServerArgs, ServerMsg, Slot};
-use crate::spec::{ServerId, ServerSpec};
+use crate::spec::{ServerId, ServerSpec, Transport};
 use crate::state::ServerState;
 use crate::status::{SandboxStatus, ServerStatus};
 
@@ -84,6 +85,8 @@ pub(crate) enum SupervisorMsg {
     Status(ServerId, Reply<ServerStatus>),
     List(RpcReplyPort<Vec<ServerStatus>>),
     Books(ServerId, Reply<(Arc<LogBook>, Arc<MetricsRing>)>),
+    Link(ServerId, Reply<Arc<McpLink>>),
+    Links(RpcReplyPort<Vec<Arc<McpLink>>>),
     Shutdown(RpcReplyPort<()>),
     /// From a server actor: its incarnation is ready.
     Ready {
@@ -133,6 +136,8 @@ struct Entry {
     live: Option<Live>,
     logs: Arc<LogBook>,
     metrics: Arc<MetricsRing>,
+    /// Its MCP link (stdio servers): the upstream session of the live incarnation, if any.
+    link: Arc<McpLink>,
     restarts: u64,
     last_exit: Option<Exit>,
     last_pid: Option<u32>,
@@ -293,6 +298,14 @@ impl Actor for Supervisor {
                     .map(|e| (e.logs.clone(), e.metrics.clone()))
                     .ok_or(ActorsError::NotFound(id));
                 let _ = reply.send(res);
+            }
+            SupervisorMsg::Link(id, reply) => {
+                let _ = reply.send(state.servers.get(&id).map(|e| e.link.clone()).ok_or(ActorsError::NotFound(id)));
+            }
+            SupervisorMsg::Links(reply) => {
+                let mut links: Vec<Arc<McpLink>> = state.servers.values().map(|e| e.link.clone()).collect();
+                links.sort_by(|a, b| a.id().cmp(b.id()));
+                let _ = reply.send(links);
             }
             SupervisorMsg::Shutdown(reply) => {
                 state.shutting_down = true;
@@ -475,6 +488,17 @@ impl SupervisorState {
         }
         entry.state = to;
         entry.since = SystemTime::now();
+        if entry.spec.transport == Transport::Stdio {
+            match to {
+                ServerState::Starting | ServerState::Backoff | ServerState::Stopping => {
+                    entry.link.set_unless_up(LinkState::Waiting(format!("server {id} is {to}: {reason}")))
+                }
+                ServerState::Stopped | ServerState::Failed => entry
+                    .link
+                    .set(LinkState::Down(format!("server {id} is {to} ({reason}); start it with start_mcp_server"))),
+                ServerState::Running | ServerState::Unhealthy => {}
+            }
+        }
         let generation = entry.history.generation();
         tracing::info!(server = %id, generation, %from, %to, %reason, "state");
         self.emit(id, generation, EventKind::StateChanged { from, to, reason });
@@ -498,6 +522,7 @@ impl SupervisorState {
             sandbox: SandboxStatus::of(&spec.sandbox, &self.config.caps),
             logs: Arc::new(LogBook::new(&spec.logs, self.writer.clone())),
             metrics: Arc::new(MetricsRing::new(spec.metrics_history)),
+            link: Arc::new(McpLink::new(&spec.id, spec.transport)),
             spec: Arc::new(spec),
             state: ServerState::Stopped,
             since: SystemTime::now(),
@@ -552,6 +577,7 @@ impl SupervisorState {
             launcher: self.launcher.clone(),
             logs: entry.logs.clone(),
             metrics: entry.metrics.clone(),
+            link: entry.link.clone(),
             supervisor: myself.clone(),
             slot: slot.clone(),
             helper_policy: self.helper_policy.clone(),
@@ -794,6 +820,9 @@ impl SupervisorState {
     }
 
     fn remove(&mut self, id: &str) {
+        if let Some(entry) = self.servers.get(id) {
+            entry.link.set(LinkState::Down(format!("server {id} was deleted")));
+        }
         if let Some(entry) = self.servers.remove(id) {
             entry.logs.close();
             let generation = entry.history.generation();
@@ -943,6 +972,21 @@ impl SupervisorHandle {
     pub async fn metrics_since(&self, id: &str, after: SystemTime) -> Result<Vec<MetricsSample>, ActorsError> {
         let (_, ring) = self.books(id).await?;
         Ok(ring.since(after))
+    }
+
+    /// The MCP link of a server: its upstream session whenever an incarnation is up.
+    pub async fn link(&self, id: &str) -> Result<Arc<McpLink>, ActorsError> {
+        let id = id.to_owned();
+        self.ask(Some(QUERY_TIMEOUT), |r| SupervisorMsg::Link(id, r)).await
+    }
+
+    /// The MCP links of every server, by id.
+    pub async fn links(&self) -> Result<Vec<Arc<McpLink>>, ActorsError> {
+        match self.actor.call(SupervisorMsg::Links, Some(QUERY_TIMEOUT)).await {
+            Ok(ractor::rpc::CallResult::Success(links)) => Ok(links),
+            Ok(ractor::rpc::CallResult::Timeout) => Err(ActorsError::Timeout),
+            _ => Err(ActorsError::Unavailable("the supervisor has stopped".into())),
+        }
     }
 
     async fn books(&self, id: &str) -> Result<(Arc<LogBook>, Arc<MetricsRing>), ActorsError> {

@@ -30,7 +30,8 @@ pub use host::{
     SupervisorConfig,
 };
 pub use server::{
-    Backoff, HealthConfig, ResourceLimits, RestartConfig, RestartMode, ServerConfig, Transport, env_name_allowed,
+    Backoff, HealthConfig, PingConfig, ResourceLimits, RestartConfig, RestartMode, ServerConfig, Transport,
+    env_name_allowed,
 };
 pub use vars::expand_vars;
 

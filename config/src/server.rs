@@ -98,6 +98,9 @@ pub struct ServerConfig {
     pub restart: RestartConfig,
     /// An HTTP health check; `None` means the MCP ping over the server's own session.
     pub health: Option<HealthConfig>,
+    /// How often and how patiently a stdio server without `health_check_url` is pinged over MCP
+    /// (the same `health_check_interval`, `health_check_timeout` and `failures_before_restart` keys).
+    pub ping: PingConfig,
     /// Caps on the server's process tree.
     pub resource_limits: ResourceLimits,
     /// Whether to sandbox the server; `None` follows `security.sandbox_by_default`.
@@ -121,6 +124,8 @@ pub enum Transport {
         /// The port the server listens on.
         port: u16,
     },
+    /// No MCP at all (`"transport": "none"`): a plain supervised process whose stdout is a log.
+    None,
 }
 
 /// When a server is restarted, as the `restart_mode` key names it.
@@ -227,6 +232,21 @@ pub struct HealthConfig {
     pub failures_before_restart: u32,
 }
 
+/// The MCP ping of a stdio server without an HTTP health check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PingConfig {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub failures_before_restart: u32,
+}
+
+impl Default for PingConfig {
+    fn default() -> Self {
+        let d = HealthConfig::with_url(String::new());
+        PingConfig { interval: d.interval, timeout: d.timeout, failures_before_restart: d.failures_before_restart }
+    }
+}
+
 impl HealthConfig {
     /// A check of `url` with the default interval (30 s), timeout (5 s) and failure count (3).
     pub fn with_url(url: String) -> Self {
@@ -262,16 +282,26 @@ pub(crate) fn read(root: &Value, diags: &mut Diags) -> ServerConfig {
             return placeholder();
         }
     };
+    let name = read_name(&mut o, diags);
+    let description = read_description(&mut o, diags);
+    let command = read_command(&mut o, diags);
+    let environment = read_environment(&mut o, diags);
+    let working_dir = o.field("working_dir").and_then(|f| working_dir(&f, diags));
+    let transport = read_transport(&mut o, diags);
+    let autostart = o.bool("autostart", diags).unwrap_or(false);
+    let restart = read_restart(&mut o, diags);
+    let (health, ping) = read_health(&mut o, diags, transport);
     let config = ServerConfig {
-        name: read_name(&mut o, diags),
-        description: read_description(&mut o, diags),
-        command: read_command(&mut o, diags),
-        environment: read_environment(&mut o, diags),
-        working_dir: o.field("working_dir").and_then(|f| working_dir(&f, diags)),
-        transport: read_transport(&mut o, diags),
-        autostart: o.bool("autostart", diags).unwrap_or(false),
-        restart: read_restart(&mut o, diags),
-        health: read_health(&mut o, diags),
+        name,
+        description,
+        command,
+        environment,
+        working_dir,
+        transport,
+        autostart,
+        restart,
+        health,
+        ping,
         resource_limits: read_limits(&mut o, diags),
         sandboxed: o.bool("sandboxed", diags),
         allowed_network: o.bool("allowed_network", diags).unwrap_or(true),
@@ -294,6 +324,7 @@ fn placeholder() -> ServerConfig {
         autostart: false,
         restart: RestartConfig::default(),
         health: None,
+        ping: PingConfig::default(),
         resource_limits: ResourceLimits::default(),
         sandboxed: None,
         allowed_network: true,
@@ -497,7 +528,7 @@ fn working_dir(field: &Field<'_>, diags: &mut Diags) -> Option<String> {
 }
 
 fn read_transport(o: &mut Obj<'_>, diags: &mut Diags) -> Transport {
-    let kind = o.field("transport").map(|f| f.choice(diags, &["stdio", "http"]));
+    let kind = o.field("transport").map(|f| f.choice(diags, &["stdio", "http", "none"]));
     let port_field = o.field("port");
     let port = port_field.as_ref().and_then(|f| f.int::<u16>(diags, 1, 65535));
     match (kind, port_field) {
@@ -514,6 +545,7 @@ fn read_transport(o: &mut Obj<'_>, diags: &mut Diags) -> Transport {
             field.error(diags, "a port is only used with \"transport\": \"http\"; set that, or remove the port");
             Transport::Stdio
         }
+        (Some(Some("none")), None) => Transport::None,
         _ => Transport::Stdio,
     }
 }
@@ -574,7 +606,8 @@ fn read_restart(o: &mut Obj<'_>, diags: &mut Diags) -> RestartConfig {
     }
 }
 
-fn read_health(o: &mut Obj<'_>, diags: &mut Diags) -> Option<HealthConfig> {
+/// The HTTP health check, if `health_check_url` is set, and the MCP ping's timing otherwise.
+fn read_health(o: &mut Obj<'_>, diags: &mut Diags, transport: Transport) -> (Option<HealthConfig>, PingConfig) {
     let url_field = o.field("health_check_url");
     let url = url_field.as_ref().and_then(|f| health_url(f, diags));
     let d = HealthConfig::with_url(String::new());
@@ -585,11 +618,11 @@ fn read_health(o: &mut Obj<'_>, diags: &mut Diags) -> Option<HealthConfig> {
     let failures_field = o.field("failures_before_restart");
     let failures = failures_field.as_ref().and_then(|f| f.int::<u32>(diags, 1, u64::MAX));
     let url_given = url_field.as_ref().is_some_and(|f| f.value.as_str() != Some(""));
-    if !url_given {
+    if !url_given && transport != Transport::Stdio {
         for field in [&interval_field, &timeout_field, &failures_field].into_iter().flatten() {
             diags.warn(&field.path, "ignored because health_check_url is not set; set it, or remove this key");
         }
-        return None;
+        return (None, PingConfig::default());
     }
     let health = HealthConfig {
         url: url.unwrap_or_default(),
@@ -609,7 +642,16 @@ fn read_health(o: &mut Obj<'_>, diags: &mut Diags) -> Option<HealthConfig> {
             ),
         );
     }
-    Some(health)
+    if !url_given {
+        // A stdio server without a URL is pinged over MCP with the same timing.
+        let ping = PingConfig {
+            interval: health.interval,
+            timeout: health.timeout,
+            failures_before_restart: health.failures_before_restart,
+        };
+        return (None, ping);
+    }
+    (Some(health), PingConfig::default())
 }
 
 /// Reads a health check URL: `http://` with a host, optionally a port and path; `""` means none.

@@ -420,6 +420,7 @@ fn seed_example_parses_cleanly() {
         autostart: false,
         restart: RestartConfig::default(),
         health: Some(HealthConfig::with_url("http://localhost:8080/health".to_owned())),
+        ping: PingConfig::default(),
         resource_limits: ResourceLimits {
             memory_mb: Some(512),
             cpu_percent: Some(50),
@@ -570,15 +571,17 @@ fn transport_needs_a_port_exactly_when_http() {
     assert_eq!(config.map(|c| c.transport), Some(Transport::Http { port: 8080 }));
     let config = check_server(&server(r#""transport": "stdio""#), Expect::Clean);
     assert_eq!(config.map(|c| c.transport), Some(Transport::Stdio));
+    let config = check_server(&server(r#""transport": "none""#), Expect::Clean);
+    assert_eq!(config.map(|c| c.transport), Some(Transport::None));
     let cases: &[(&str, &str)] = &[
         (r#""transport": "http""#, r#"port: missing required key; "transport": "http" needs the port"#),
         (r#""transport": "http", "port": 0"#, "port: expected a number from 1 to 65535, found 0"),
         (r#""port": 8080"#, r#"port: a port is only used with "transport": "http"; set that, or remove the port"#),
         (r#""transport": "stdio", "port": 8080"#, r#"port: a port is only used with "transport": "http""#),
-        (r#""transport": "sse""#, r#"transport: expected "stdio" or "http", found "sse""#),
+        (r#""transport": "sse""#, r#"transport: expected "stdio", "http" or "none", found "sse""#),
         (
             r#""transport": "HTTP", "port": 1"#,
-            r#"transport: expected "stdio" or "http", found "HTTP"; did you mean "http"?"#,
+            r#"transport: expected "stdio", "http" or "none", found "HTTP"; did you mean "http"?"#,
         ),
     ];
     for (extra, error) in cases {
@@ -729,8 +732,16 @@ fn health_check_is_http_with_a_timeout_below_the_interval() {
     for url in ["http://localhost", "HTTP://127.0.0.1:9000/", "http://my-host.internal:1/x#y"] {
         assert!(health(&format!(r#""health_check_url": "{url}""#)).is_some(), "{url}");
     }
+    // Without a URL a stdio server is pinged over MCP with the same timing; other transports warn.
+    let pinged = check_server(&server(r#""health_check_interval": 10, "failures_before_restart": 2"#), Expect::Clean)
+        .expect("a stdio server without a URL is valid");
+    assert_eq!(pinged.health, None);
+    assert_eq!(
+        pinged.ping,
+        PingConfig { interval: Duration::from_secs(10), timeout: Duration::from_secs(5), failures_before_restart: 2 }
+    );
     check_server(
-        &server(r#""health_check_interval": 10, "failures_before_restart": 2"#),
+        &server(r#""transport": "none", "health_check_interval": 10, "failures_before_restart": 2"#),
         Expect::Warnings(&[
             "health_check_interval: ignored because health_check_url is not set; set it, or remove this key",
             "failures_before_restart: ignored because health_check_url is not set",

@@ -43,6 +43,7 @@ pub(crate) fn write_server(dir: &Path, id: &str, marker: &str) -> std::io::Resul
     let cfg = serde_json::json!({
         "name": id,
         "command": ["bash", "-c", TICKER],
+        "transport": "none",
         "environment": { MARK: marker },
         "autostart": true,
         "shutdown_timeout": 5

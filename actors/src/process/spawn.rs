@@ -9,7 +9,7 @@ use super::tree::Tree;
 use super::{Incarnation, SpawnError, reaper};
 use crate::logs::{Stream, log_pipe};
 use crate::sandbox::{self, CgroupLimits, CgroupRoot, HostCaps, tagged};
-use crate::spec::{ServerSpec, Transport};
+use crate::spec::ServerSpec;
 
 /// Where programs are looked up when the server's environment names no PATH.
 pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -107,9 +107,9 @@ pub(super) fn launch(
     }
     // Log pipes move to the drain thread's reactor; stdout of a stdio server carries MCP and stays.
     let io_error = |source| SpawnError::Io { program: spec.command[0].clone(), source };
-    let http = matches!(spec.transport, Transport::Http { .. });
+    let stdout_is_log = spec.transport.stdout_is_log();
     let stdout = match child.stdout.take() {
-        Some(out) if http => {
+        Some(out) if stdout_is_log => {
             grow_pipe(&out);
             Some(out.into_owned_fd().and_then(log_pipe).map_err(io_error)?)
         }
@@ -124,8 +124,8 @@ pub(super) fn launch(
     if let Some(stderr) = stderr {
         log_pipes.push((Stream::Stderr, stderr));
     }
-    let stdout = match (spec.transport, stdout) {
-        (Transport::Http { .. }, Some(out)) => {
+    let stdout = match (stdout_is_log, stdout) {
+        (true, Some(out)) => {
             log_pipes.push((Stream::Stdout, out));
             None
         }

@@ -303,6 +303,7 @@ impl Fixture {
     fn spec(&self, id: &str, policy: PolicyConfig) -> ServerSpec {
         let logs = LogSpec::in_dir(self.dir.path().join(id));
         let mut spec = ServerSpec::new(id, vec!["scripted".into()], self.dir.path(), logs);
+        spec.transport = crate::Transport::None;
         spec.policy = policy::RestartPolicy::new(policy).expect("a valid policy").0;
         spec.shutdown_timeout = Duration::from_secs(5);
         spec

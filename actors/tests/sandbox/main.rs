@@ -98,6 +98,8 @@ fn boxed(id: &str, at: &Layout, uid: u32, network: bool) -> ServerSpec {
         ("PYTHONUNBUFFERED".into(), "1".into()),
     ];
     spec.shutdown_timeout = Duration::from_secs(1);
+    // A probe script, not an MCP server: no handshake.
+    spec.transport = actors::Transport::None;
     spec.metrics_interval = Duration::from_millis(200);
     spec.policy =
         policy::RestartPolicy::new(policy::PolicyConfig { mode: policy::RestartMode::Never, ..Default::default() })

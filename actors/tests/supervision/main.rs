@@ -1,5 +1,6 @@
 //! Supervision over real processes: restarts per policy, stop ladders, trees, logs, health and memory.
 
+mod mcp;
 mod support;
 
 use std::time::Duration;
@@ -239,7 +240,7 @@ async fn failing_health_checks_make_it_unhealthy_then_restart_it() {
     let mut events = sup.subscribe();
     let mut spec = sh_spec("sickly", dir.path(), "exec sleep 600");
     spec.health = Some(actors::HealthSpec {
-        url,
+        check: actors::HealthCheck::Http { url },
         interval: Duration::from_millis(50),
         timeout: Duration::from_millis(500),
         failures_before_restart: 3,
@@ -297,22 +298,28 @@ async fn memory_hog_is_killed_and_an_incident_recorded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn live_subscribers_see_stderr_lines_as_they_come() {
+async fn live_subscribers_see_output_lines_as_they_come() {
     let dir = tempfile::tempdir().unwrap();
     let sup = supervisor().await;
+    // A plain process (transport none): stdout is a log like stderr.
     sup.add(sh_spec("talker", dir.path(), "echo one >&2; echo two; echo three >&2; exec sleep 600")).await.unwrap();
     let mut live = sup.follow_logs("talker").await.unwrap();
     sup.start("talker").await.unwrap();
     let mut seen = Vec::new();
-    while seen.len() < 2 {
+    while seen.len() < 3 {
         let line = tokio::time::timeout(DEADLINE, live.recv()).await.expect("a line in time").unwrap();
-        assert_eq!(line.stream, actors::Stream::Stderr);
-        seen.push(line.text);
+        seen.push((line.stream, line.text));
     }
-    // `two` went to stdout, which is the MCP channel of a stdio server, not a log.
-    assert_eq!(seen, ["one", "three"]);
-    let kept: Vec<String> = sup.logs("talker", 10).await.unwrap().into_iter().map(|l| l.text).collect();
-    assert_eq!(kept, ["one", "three"]);
+    let stream_of = |text: &str| seen.iter().find(|(_, t)| t == text).map(|(s, _)| *s);
+    assert_eq!(stream_of("one"), Some(actors::Stream::Stderr), "{seen:?}");
+    assert_eq!(stream_of("two"), Some(actors::Stream::Stdout), "{seen:?}");
+    assert_eq!(stream_of("three"), Some(actors::Stream::Stderr), "{seen:?}");
+    let stderr: Vec<&str> =
+        seen.iter().filter(|(s, _)| *s == actors::Stream::Stderr).map(|(_, t)| t.as_str()).collect();
+    assert_eq!(stderr, ["one", "three"], "lines of one stream keep their order");
+    let mut kept: Vec<String> = sup.logs("talker", 10).await.unwrap().into_iter().map(|l| l.text).collect();
+    kept.sort();
+    assert_eq!(kept, ["one", "three", "two"]);
     sup.shutdown().await.unwrap();
 }
 
@@ -348,7 +355,7 @@ async fn a_server_never_ready_is_stopped_at_start_timeout_and_restarted() {
     let mut events = sup.subscribe();
     let mut spec = sh_spec("mute", dir.path(), "exec sleep 600");
     spec.health = Some(actors::HealthSpec {
-        url: format!("http://127.0.0.1:{port}/health"),
+        check: actors::HealthCheck::Http { url: format!("http://127.0.0.1:{port}/health") },
         interval: Duration::from_millis(50),
         timeout: Duration::from_millis(40),
         failures_before_restart: 3,

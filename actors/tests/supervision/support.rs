@@ -22,6 +22,8 @@ pub(crate) fn sh_spec(id: &str, dir: &Path, script: &str) -> ServerSpec {
         LogSpec::in_dir(dir.join("logs").join(id)),
     );
     spec.env = vec![("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into())];
+    // A shell script, not an MCP server: no handshake, stdout is a log.
+    spec.transport = actors::Transport::None;
     spec.shutdown_timeout = Duration::from_secs(2);
     spec.metrics_interval = Duration::from_millis(200);
     spec

@@ -1,0 +1,526 @@
+//! The gateway: every hosted stdio server as an MCP server of its own at `/servers/{id}/mcp`
+//! (streamable HTTP, both protocol generations), forwarded over the one upstream session its
+//! server actor holds on the child's stdin and stdout.
+//!
+//! Each client session is a [`ServerProxy`]. It forwards tools, resources, prompts, completions
+//! and logging requests with the upstream peer's own request ids (so clients' ids never meet),
+//! relays the progress of its own requests under its own progress tokens, passes the server's
+//! logging and list-changed notifications on, and cancels the upstream request when its client
+//! cancels or goes away. While the server restarts, a request waits on the link for the next
+//! incarnation up to [`Gateway::patience`], then fails saying why.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actors::{LinkState, McpLink, Upstream};
+#[allow(deprecated, reason = "logging and resource subscriptions are still forwarded for 2025-11-25 clients")]
+use rmcp::model::{
+    CallToolRequest, CallToolRequestParams, CallToolResponse, CallToolResult, CancelledNotification,
+    CancelledNotificationParam, ClientNotification, ClientRequest, CompleteRequest, CompleteRequestParams,
+    CompleteResult, ContentBlock, ErrorCode, GetPromptRequest, GetPromptRequestParams, GetPromptResponse,
+    Implementation, InitializeRequestParams, InitializeResult, ListPromptsRequest, ListPromptsResult,
+    ListResourceTemplatesRequest, ListResourceTemplatesResult, ListResourcesRequest, ListResourcesResult,
+    ListToolsRequest, ListToolsResult, PaginatedRequestParams, ProgressToken, ReadResourceRequest,
+    ReadResourceRequestParams, ReadResourceResponse, RequestId, ServerCapabilities, ServerConfig, ServerNotification,
+    ServerResult, SetLevelRequest, SetLevelRequestParams, SubscribeRequest, SubscribeRequestParams, SubscriptionFilter,
+    UnsubscribeRequest, UnsubscribeRequestParams,
+};
+use rmcp::service::{NotificationContext, PeerRequestOptions, RequestContext, ServiceError, SubscriptionContext};
+use rmcp::transport::streamable_http_server::StreamableHttpService;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::{ErrorData, Peer, RoleClient, RoleServer, ServerHandler};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::App;
+
+/// How long a request waits for a restarting server before it fails.
+pub const DEFAULT_PATIENCE: Duration = Duration::from_secs(30);
+
+type ProxyService = StreamableHttpService<ServerProxy, LocalSessionManager>;
+
+/// The per-server MCP endpoints, made when first asked for.
+pub struct Gateway {
+    app: Arc<App>,
+    cancel: CancellationToken,
+    patience: Duration,
+    services: Mutex<HashMap<String, (Arc<McpLink>, ProxyService)>>,
+}
+
+/// Why the gateway has no endpoint for a server.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("no server {0}; list_mcp_servers shows the ids")]
+    NotFound(String),
+    #[error("the supervisor did not answer: {0}")]
+    Supervisor(String),
+}
+
+impl Gateway {
+    pub fn new(app: Arc<App>, cancel: CancellationToken) -> Arc<Gateway> {
+        Arc::new(Gateway { app, cancel, patience: DEFAULT_PATIENCE, services: Mutex::new(HashMap::new()) })
+    }
+
+    /// How long a request waits for a restarting server.
+    pub fn patience(&self) -> Duration {
+        self.patience
+    }
+
+    /// The streamable HTTP service of server `id`.
+    pub async fn service(&self, id: &str) -> Result<ProxyService, GatewayError> {
+        if let Some((link, service)) = self.services.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
+            // A deleted server's link stays down for good; a server added again has a new one.
+            if !matches!(link.state(), LinkState::Down(_)) {
+                return Ok(service.clone());
+            }
+        }
+        let link = self.app.supervisor().link(id).await.map_err(|err| match err {
+            actors::ActorsError::NotFound(id) => GatewayError::NotFound(id),
+            other => GatewayError::Supervisor(other.to_string()),
+        })?;
+        let mut services = self.services.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((known, service)) = services.get(id)
+            && Arc::ptr_eq(known, &link)
+        {
+            return Ok(service.clone());
+        }
+        let service = proxy_service(link.clone(), self.patience, self.app.config(), self.cancel.child_token());
+        services.insert(id.to_owned(), (link, service.clone()));
+        Ok(service)
+    }
+}
+
+/// The streamable HTTP service of one server's link.
+fn proxy_service(
+    link: Arc<McpLink>,
+    patience: Duration,
+    config: &config::HostConfig,
+    cancel: CancellationToken,
+) -> ProxyService {
+    let config = super::http_config(config, cancel);
+    StreamableHttpService::new(move || Ok(ServerProxy::new(link.clone(), patience)), Default::default(), config)
+}
+
+/// One client session of one hosted server.
+pub struct ServerProxy {
+    link: Arc<McpLink>,
+    patience: Duration,
+    /// Counts this session while it lives (set by `initialize`; stateless requests are not sessions).
+    session: Mutex<Option<actors::link::SessionGuard>>,
+    /// Passes the server's notifications on to this session's client.
+    relay: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for ServerProxy {
+    fn drop(&mut self) {
+        if let Some(relay) = self.relay.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            relay.abort();
+        }
+    }
+}
+
+impl ServerProxy {
+    pub fn new(link: Arc<McpLink>, patience: Duration) -> ServerProxy {
+        ServerProxy { link, patience, session: Mutex::new(None), relay: Mutex::new(None) }
+    }
+
+    /// Forwards `request` upstream and waits for its answer, relaying its progress and cancelling
+    /// it upstream if the client cancels or goes away.
+    async fn forward(&self, request: ClientRequest, ctx: &RequestContext<RoleServer>) -> Result<ServerResult, Failure> {
+        let up = self.link.upstream(self.patience).await.map_err(|err| Failure::Gateway(err.to_string()))?;
+        let result = forward_to(&self.link, &up, request, ctx).await;
+        self.link.count_call(result.is_ok());
+        result.map_err(|err| Failure::of(err, self.link.id(), up.generation))
+    }
+}
+
+/// Why a forwarded request has no result.
+#[derive(Debug)]
+pub(super) enum Failure {
+    /// The server answered with an error: passed on as it is.
+    Server(ErrorData),
+    /// The gateway could not get an answer (the server is down, restarting, or died mid-call).
+    Gateway(String),
+}
+
+impl Failure {
+    pub(super) fn of(err: ServiceError, id: &str, generation: u64) -> Failure {
+        match err {
+            ServiceError::McpError(err) => Failure::Server(err),
+            ServiceError::TransportClosed | ServiceError::TransportSend(_) => Failure::Gateway(format!(
+                "server {id} stopped during the call (its incarnation {generation} ended); hivehost restarts it if its restart policy allows: call again, or see get_mcp_server_status and get_mcp_server_logs"
+            )),
+            ServiceError::Cancelled { reason } => Failure::Gateway(format!(
+                "the call to server {id} was cancelled: {}",
+                reason.unwrap_or_else(|| "no reason given".into())
+            )),
+            other => Failure::Gateway(format!("server {id}: {other}")),
+        }
+    }
+
+    /// As a protocol error.
+    pub(super) fn error(self) -> ErrorData {
+        match self {
+            Failure::Server(err) => err,
+            Failure::Gateway(message) => ErrorData::new(ErrorCode::INTERNAL_ERROR, message, None),
+        }
+    }
+}
+
+/// A tool call's answer from a forwarded result: the gateway's own failures are tool errors a
+/// model can read; the server's protocol errors stay protocol errors.
+pub(super) fn tool_response(result: Result<ServerResult, Failure>) -> Result<CallToolResponse, ErrorData> {
+    match result {
+        Ok(ServerResult::CallToolResult(result)) => Ok(CallToolResponse::Complete(result)),
+        Ok(ServerResult::EmptyResult(_)) => Ok(CallToolResponse::Complete(CallToolResult::success(Vec::new()))),
+        Ok(other) => Err(unexpected(other)),
+        Err(Failure::Server(err)) => Err(err),
+        Err(Failure::Gateway(message)) => {
+            Ok(CallToolResponse::Complete(CallToolResult::error(vec![ContentBlock::text(message)])))
+        }
+    }
+}
+
+/// Forwards one request over `up`, relaying progress under the client's token and cancelling
+/// upstream when `ctx` is cancelled (the client's `notifications/cancelled`, or its session ending).
+pub(super) async fn forward_to(
+    link: &McpLink,
+    up: &Upstream,
+    request: ClientRequest,
+    ctx: &RequestContext<RoleServer>,
+) -> Result<ServerResult, ServiceError> {
+    // Subscribed before the request goes out, so no early progress is missed.
+    let progress = ctx.meta.get_progress_token().map(|token| (token, ctx.peer.clone()));
+    let notifications = progress.as_ref().map(|_| link.notifications());
+    let handle = up.peer.send_request_with_option(request, PeerRequestOptions::no_options()).await?;
+    let mut guard = CancelOnDrop { peer: up.peer.clone(), id: Some(handle.id.clone()) };
+    let relay = match (progress, notifications) {
+        (Some((client_token, client)), Some(rx)) => {
+            Some(tokio::spawn(relay_progress(rx, handle.progress_token.clone(), client_token, client)))
+        }
+        _ => None,
+    };
+    let result = tokio::select! {
+        result = handle.await_response() => {
+            guard.id = None;
+            result
+        }
+        () = ctx.ct.cancelled() => Err(ServiceError::Cancelled { reason: Some("the client cancelled it or went away".into()) }),
+    };
+    if let Some(relay) = relay {
+        relay.abort();
+    }
+    result
+}
+
+/// Passes on the progress of one upstream request under the client's own token.
+async fn relay_progress(
+    mut rx: broadcast::Receiver<ServerNotification>,
+    upstream_token: ProgressToken,
+    client_token: ProgressToken,
+    client: Peer<RoleServer>,
+) {
+    loop {
+        match rx.recv().await {
+            Ok(ServerNotification::ProgressNotification(mut n)) if n.params.progress_token == upstream_token => {
+                n.params.progress_token = client_token.clone();
+                if client.send_notification(ServerNotification::ProgressNotification(n)).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Sends `notifications/cancelled` upstream for a request abandoned before its answer.
+struct CancelOnDrop {
+    peer: Peer<RoleClient>,
+    id: Option<RequestId>,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let Some(id) = self.id.take() else {
+            return;
+        };
+        let peer = self.peer.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let why = "the gateway's client cancelled it or went away".to_owned();
+                let notification = ClientNotification::CancelledNotification(CancelledNotification::new(
+                    CancelledNotificationParam::new(Some(id), Some(why)),
+                ));
+                let _ = peer.send_notification(notification).await;
+            });
+        }
+    }
+}
+
+/// The capabilities the gateway passes on: tools, resources, prompts, completions and logging,
+/// as the server declared them; nothing it cannot forward (tasks, extensions, experimental).
+pub(super) fn forwarded_capabilities(of: &ServerCapabilities) -> ServerCapabilities {
+    let mut caps = ServerCapabilities::default();
+    caps.tools = of.tools.clone();
+    caps.resources = of.resources.clone();
+    caps.prompts = of.prompts.clone();
+    caps.completions = of.completions.clone();
+    caps.logging = of.logging.clone();
+    caps
+}
+
+/// The server as its clients see it: what it said in its handshake, or, before its first one, a
+/// server offering tools.
+fn server_config(link: &McpLink, up: Option<&Upstream>) -> ServerConfig {
+    let up = match up {
+        Some(up) => Some(up.clone()),
+        None => match link.state() {
+            LinkState::Up(up) => Some(up),
+            _ => None,
+        },
+    };
+    match up {
+        Some(up) => {
+            let implementation =
+                up.info.server_info.clone().unwrap_or_else(|| Implementation::new(link.id(), "unknown"));
+            let mut config =
+                ServerConfig::new(forwarded_capabilities(&up.info.capabilities)).with_server_info(implementation);
+            config.instructions = up.info.instructions.clone();
+            config
+        }
+        None => ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new(link.id(), "unknown")),
+    }
+}
+
+macro_rules! forward {
+    ($self:ident, $ctx:ident, $request:expr, $Res:ident) => {
+        match $self.forward($request, &$ctx).await.map_err(Failure::error)? {
+            ServerResult::$Res(result) => Ok(result.into()),
+            other => Err(unexpected(other)),
+        }
+    };
+}
+
+pub(super) fn unexpected(result: ServerResult) -> ErrorData {
+    ErrorData::new(
+        ErrorCode::INTERNAL_ERROR,
+        format!("the server answered with an unexpected result: {result:?}"),
+        None,
+    )
+}
+
+#[allow(deprecated, reason = "logging and resource subscriptions are forwarded for 2025-11-25 clients")]
+impl ServerHandler for ServerProxy {
+    fn get_info(&self) -> ServerConfig {
+        server_config(&self.link, None)
+    }
+
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, ErrorData> {
+        // The answer is the server's own: wait for it if it is (re)starting.
+        self.link.upstream(self.patience).await.map_err(|err| Failure::Gateway(err.to_string()).error())?;
+        context.peer.set_peer_info(request.clone());
+        *self.session.lock().unwrap_or_else(|p| p.into_inner()) = Some(self.link.open_session());
+        self.negotiate_initialize(&request)
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        let rx = self.link.notifications();
+        let relay = tokio::spawn(relay_session(rx, context.peer));
+        if let Some(old) = self.relay.lock().unwrap_or_else(|p| p.into_inner()).replace(relay) {
+            old.abort();
+        }
+    }
+
+    async fn ping(&self, _context: RequestContext<RoleServer>) -> Result<(), ErrorData> {
+        Ok(())
+    }
+
+    async fn list_tools(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        forward!(
+            self,
+            context,
+            ClientRequest::ListToolsRequest(ListToolsRequest {
+                method: Default::default(),
+                params: request,
+                extensions: Default::default()
+            }),
+            ListToolsResult
+        )
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let forwarded = self.forward(ClientRequest::CallToolRequest(CallToolRequest::new(request)), &context).await;
+        tool_response(forwarded)
+    }
+
+    async fn list_resources(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        forward!(
+            self,
+            context,
+            ClientRequest::ListResourcesRequest(ListResourcesRequest {
+                method: Default::default(),
+                params: request,
+                extensions: Default::default()
+            }),
+            ListResourcesResult
+        )
+    }
+
+    async fn list_resource_templates(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        forward!(
+            self,
+            context,
+            ClientRequest::ListResourceTemplatesRequest(ListResourceTemplatesRequest {
+                method: Default::default(),
+                params: request,
+                extensions: Default::default()
+            }),
+            ListResourceTemplatesResult
+        )
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        forward!(
+            self,
+            context,
+            ClientRequest::ReadResourceRequest(ReadResourceRequest::new(request)),
+            ReadResourceResult
+        )
+    }
+
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        forward!(self, context, ClientRequest::SubscribeRequest(SubscribeRequest::new(request)), EmptyResult)
+            .map(|_: rmcp::model::EmptyResult| ())
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        forward!(self, context, ClientRequest::UnsubscribeRequest(UnsubscribeRequest::new(request)), EmptyResult)
+            .map(|_: rmcp::model::EmptyResult| ())
+    }
+
+    async fn list_prompts(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        forward!(
+            self,
+            context,
+            ClientRequest::ListPromptsRequest(ListPromptsRequest {
+                method: Default::default(),
+                params: request,
+                extensions: Default::default()
+            }),
+            ListPromptsResult
+        )
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        forward!(self, context, ClientRequest::GetPromptRequest(GetPromptRequest::new(request)), GetPromptResult)
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        forward!(self, context, ClientRequest::CompleteRequest(CompleteRequest::new(request)), CompleteResult)
+    }
+
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        forward!(self, context, ClientRequest::SetLevelRequest(SetLevelRequest::new(request)), EmptyResult)
+            .map(|_: rmcp::model::EmptyResult| ())
+    }
+
+    fn accepted_subscription_filter(&self, requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {
+        Some(requested.clone())
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        // 2026-07-28 clients hear of list changes on a listen stream instead of the session.
+        let mut rx = self.link.notifications();
+        loop {
+            tokio::select! {
+                () = context.cancelled() => return Ok(()),
+                received = rx.recv() => match received {
+                    Ok(notification) if is_session_notification(&notification) => {
+                        let _ = context.sink().send(notification).await;
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                },
+            }
+        }
+    }
+}
+
+/// Notifications meant for every client of the server (not one request's progress or cancellation).
+fn is_session_notification(notification: &ServerNotification) -> bool {
+    matches!(
+        notification,
+        ServerNotification::LoggingMessageNotification(_)
+            | ServerNotification::ResourceUpdatedNotification(_)
+            | ServerNotification::ResourceListChangedNotification(_)
+            | ServerNotification::ToolListChangedNotification(_)
+            | ServerNotification::PromptListChangedNotification(_)
+    )
+}
+
+/// Passes the server's logging and list-changed notifications on to one client session.
+async fn relay_session(mut rx: broadcast::Receiver<ServerNotification>, client: Peer<RoleServer>) {
+    loop {
+        match rx.recv().await {
+            Ok(notification) if is_session_notification(&notification) => {
+                if client.send_notification(notification).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
