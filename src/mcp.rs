@@ -325,7 +325,12 @@ impl HostingTools {
         let mut by_language = serde_json::Map::new();
         let (mut cpu, mut rss) = (0.0_f64, 0_u64);
         let mut per_server = Vec::new();
+        let mut gateway = actors::LinkStats::default();
         for status in &statuses {
+            gateway.sessions += status.gateway.sessions;
+            gateway.sessions_total += status.gateway.sessions_total;
+            gateway.calls += status.gateway.calls;
+            gateway.failed_calls += status.gateway.failed_calls;
             let state = status.state.to_string();
             let n = by_state.get(&state).and_then(Value::as_u64).unwrap_or(0);
             by_state.insert(state, json!(n + 1));
@@ -348,6 +353,9 @@ impl HostingTools {
                 "processes": status.usage.map(|u| u.processes),
                 "restarts": status.restarts,
                 "restarts_last_hour": restarts.iter().filter(|r| r.server == status.id).count(),
+                "gateway_sessions": status.gateway.sessions,
+                "gateway_calls": status.gateway.calls,
+                "last_gateway_call_ms": status.gateway.last_call_ms,
             }));
         }
         let uptime = self.counters.started.elapsed().as_secs_f64();
@@ -364,6 +372,13 @@ impl HostingTools {
             "uptime_seconds": uptime,
             "tool_calls": calls,
             "tool_calls_per_second": if uptime > 0.0 { calls as f64 / uptime } else { 0.0 },
+            "gateway": {
+                "sessions": gateway.sessions,
+                "sessions_total": gateway.sessions_total,
+                "calls": gateway.calls,
+                "failed_calls": gateway.failed_calls,
+                "calls_per_second": if uptime > 0.0 { gateway.calls as f64 / uptime } else { 0.0 },
+            },
             "store": { "db_bytes": store.db_bytes, "wal_bytes": store.wal_bytes },
         }))
     }

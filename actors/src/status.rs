@@ -3,6 +3,7 @@
 use std::time::SystemTime;
 
 use crate::event::Exit;
+use crate::link::{LinkState, LinkStats};
 use crate::logs::LogCounters;
 use crate::metrics::MetricsSample;
 use crate::sandbox::{HostCaps, LayerReport, SandboxSpec, plan};
@@ -33,6 +34,15 @@ pub struct ServerStatus {
     pub usage: Option<MetricsSample>,
     pub logs: LogCounters,
     pub sandbox: SandboxStatus,
+    /// Whether the gateway can reach it over MCP now (a stdio server with a live session).
+    pub mcp_live: bool,
+    /// Its use through the gateway: sessions and calls, across incarnations.
+    pub gateway: LinkStats,
+}
+
+/// Whether `state` is a live MCP session.
+pub(crate) fn live(state: &LinkState) -> bool {
+    matches!(state, LinkState::Up(up) if !up.peer.is_transport_closed())
 }
 
 /// A server's sandbox on this host: each layer's state, and whether a start would be refused.

@@ -26,6 +26,14 @@ pub(crate) fn status_view(s: &actors::ServerStatus) -> Value {
         "usage": s.usage.map(|u| json!({ "cpu_percent": u.cpu_percent, "rss_bytes": u.rss_bytes, "processes": u.processes })),
         "logs": { "lines": s.logs.lines, "truncated": s.logs.truncated, "dropped": s.logs.dropped },
         "sandbox": sandbox_view(&s.sandbox),
+        "mcp_live": s.mcp_live,
+        "gateway": {
+            "sessions": s.gateway.sessions,
+            "sessions_total": s.gateway.sessions_total,
+            "calls": s.gateway.calls,
+            "failed_calls": s.gateway.failed_calls,
+            "last_call_ms": s.gateway.last_call_ms,
+        },
     })
 }
 

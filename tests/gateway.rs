@@ -1,0 +1,306 @@
+//! End to end through the gateway: a real `hivehost serve` hosts the example package (FastMCP on
+//! Python `mcp`, its dependencies installed by the deploy) and a Node server on the official
+//! TypeScript SDK, each sandboxed. The official Python SDK and an rmcp client use both through
+//! `/servers/{id}/mcp` and through `/mcp/gateway`: tool calls, progress, cancellation, a kill in
+//! the middle of a call, tools/list_changed as servers come and go, both protocol generations, and
+//! the token.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[path = "support/harness.rs"]
+mod harness;
+#[path = "support/peers.rs"]
+mod peers;
+
+use harness::{request, start_serve, wait_until, write_config};
+use hivehost::package::{IntakeLimits, pack_dir};
+use rmcp::model::{CallToolRequest, CallToolRequestParams, CallToolResult, ClientRequest, ProtocolVersion};
+use rmcp::service::{ClientLifecycleMode, ClientServiceExt, NotificationContext, PeerRequestOptions, RunningService};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{ClientHandler, RoleClient, ServiceExt};
+use serde_json::{Value, json};
+
+/// The longest a start, a deploy step or a call may take.
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// The Node server's package: the fixture's code and lock file, with a quick restart.
+fn node_package(root: &Path) -> Vec<u8> {
+    let dir = root.join("pkg-node-echo");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp/node-echo");
+    for file in ["server.js", "package.json", "package-lock.json"] {
+        std::fs::copy(fixture.join(file), dir.join(file)).unwrap();
+    }
+    let config = json!({
+        "name": "node-echo",
+        "command": ["node", "server.js"],
+        "restart_delay": 1,
+        "start_timeout": 60,
+        "shutdown_timeout": 2,
+        "resource_limits": { "memory_mb": 256, "max_processes": 32 }
+    });
+    std::fs::write(dir.join("server_config.json"), config.to_string()).unwrap();
+    pack_dir(&dir, &IntakeLimits::new(100 << 20)).unwrap()
+}
+
+/// Uploads `zip` as `name`, started; waits until it runs.
+fn deploy(addr: &str, token: &str, name: &str, zip: &[u8]) {
+    let (status, body) =
+        request(addr, "POST", &format!("/api/v1/servers?name={name}&start=true"), Some(token), zip).unwrap();
+    assert_eq!(status, 201, "deploying {name}: {body}");
+    wait_until(&format!("{name} runs"), DEADLINE, || state(addr, token, name)["state"] == "running");
+}
+
+/// The status of server `id` as the API shows it.
+fn state(addr: &str, token: &str, id: &str) -> Value {
+    request(addr, "GET", &format!("/api/v1/servers/{id}"), Some(token), b"").map(|(_, body)| body).unwrap_or_default()
+}
+
+/// Whether server `id` has logged a line containing `text`.
+fn logged(addr: &str, token: &str, id: &str, text: &str) -> bool {
+    let (_, body) = request(addr, "GET", &format!("/api/v1/servers/{id}/logs?lines=500"), Some(token), b"").unwrap();
+    body["lines"]
+        .as_array()
+        .is_some_and(|lines| lines.iter().any(|l| l["text"].as_str().is_some_and(|t| t.contains(text))))
+}
+
+/// Runs the Python SDK client against `url` with `calls`; returns its report.
+fn python_client(url: &str, token: &str, calls: Value) -> Value {
+    let venv = peers::python_mcp_venv();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp/gateway_client.py");
+    #[allow(clippy::disallowed_methods, reason = "the test runs a real MCP client")]
+    let mut child = std::process::Command::new(venv.join("bin/python"))
+        .arg(&script)
+        .args([url, token, &calls.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("the Python client timed out; stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "the Python client failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// An rmcp client that reports each tools/list_changed notification on a channel.
+struct Watcher(tokio::sync::mpsc::UnboundedSender<()>);
+
+impl ClientHandler for Watcher {
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        let _ = self.0.send(());
+    }
+}
+
+type Client<H> = RunningService<RoleClient, H>;
+
+fn transport(url: &str, token: &str) -> StreamableHttpClientTransport<reqwest::Client> {
+    StreamableHttpClientTransport::from_config(StreamableHttpClientTransportConfig::with_uri(url).auth_header(token))
+}
+
+/// A call's arguments from JSON.
+fn call(tool: &str, args: Value) -> CallToolRequestParams {
+    CallToolRequestParams::new(tool.to_owned()).with_arguments(args.as_object().cloned().unwrap_or_default())
+}
+
+fn text(result: &CallToolResult) -> String {
+    result.content.first().and_then(|c| c.as_text()).map(|t| t.text.clone()).unwrap_or_default()
+}
+
+async fn within<F: std::future::Future>(what: &str, fut: F) -> F::Output {
+    tokio::time::timeout(DEADLINE, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {DEADLINE:?} waiting for {what}"))
+}
+
+/// Runs a blocking harness call off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+#[test]
+fn hosted_servers_answer_the_python_sdk_and_rmcp_through_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 5, 1).unwrap();
+    let (mut serve, addr) = start_serve(dir.path(), &config);
+    let token = std::fs::read_to_string(dir.path().join("api_token")).unwrap().trim().to_owned();
+    let scratch = tempfile::tempdir().unwrap();
+    // The Python SDK's venv is made (or found in the cache) while the servers deploy.
+    let venv = std::thread::spawn(peers::python_mcp_venv);
+    deploy(
+        &addr,
+        &token,
+        "example",
+        &hivehost::package::example::zip(&IntakeLimits::new(100 << 20), scratch.path()).unwrap(),
+    );
+    deploy(&addr, &token, "node-echo", &node_package(scratch.path()));
+    venv.join().unwrap();
+
+    // The token guards every gateway route; an unknown server is a 404 that says what to do.
+    for path in ["/servers/example/mcp", "/mcp/gateway"] {
+        let (status, _) = request(&addr, "POST", path, None, b"{}").unwrap();
+        assert_eq!(status, 401, "{path} without the token");
+    }
+    let (status, body) = request(&addr, "POST", "/servers/nope/mcp", Some(&token), b"{}").unwrap();
+    assert_eq!(status, 404, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("list_mcp_servers"), "{body}");
+
+    // The Python SDK, per server.
+    let base = format!("http://{addr}");
+    let example = python_client(
+        &format!("{base}/servers/example/mcp"),
+        &token,
+        json!([{ "tool": "process", "args": { "input": "via the gateway" } }]),
+    );
+    assert_eq!(example["server"], "example-server", "{example}");
+    assert_eq!(example["tools"], json!(["process"]), "{example}");
+    assert_eq!(example["calls"][0]["text"], "Processed: via the gateway", "{example}");
+    let node = python_client(
+        &format!("{base}/servers/node-echo/mcp"),
+        &token,
+        json!([
+            { "tool": "add", "args": { "a": 2, "b": 3 } },
+            { "tool": "slow", "args": { "ms": 300, "steps": 3 } },
+        ]),
+    );
+    assert_eq!(node["server"], "node-echo", "{node}");
+    assert_eq!(node["tools"], json!(["add", "echo", "slow"]), "{node}");
+    assert_eq!(node["calls"][0]["structured"], json!({ "sum": 5 }), "{node}");
+    // The server's progress reached the client under the client's own token.
+    assert_eq!(node["calls"][1]["progress"], json!([1.0, 2.0, 3.0]), "{node}");
+    assert_eq!(node["calls"][1]["text"], "slept 300 ms", "{node}");
+
+    // The Python SDK, through the aggregate.
+    let all = python_client(
+        &format!("{base}/mcp/gateway"),
+        &token,
+        json!([
+            { "tool": "example__process", "args": { "input": "aggregated" } },
+            { "tool": "node-echo__add", "args": { "a": 40, "b": 2 } },
+            { "tool": "nope__add", "args": {} },
+        ]),
+    );
+    assert_eq!(
+        all["tools"],
+        json!(["example__process", "node-echo__add", "node-echo__echo", "node-echo__slow"]),
+        "{all}"
+    );
+    assert_eq!(all["calls"][0]["text"], "Processed: aggregated", "{all}");
+    assert_eq!(all["calls"][1]["structured"], json!({ "sum": 42 }), "{all}");
+    assert_eq!(all["calls"][2]["is_error"], true, "{all}");
+    assert!(all["calls"][2]["text"].as_str().unwrap().contains("tools/list"), "{all}");
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(rmcp_part(Arc::new((addr.clone(), token.clone()))));
+
+    // The gateway's use shows in the server's status.
+    let node_status = state(&addr, &token, "node-echo");
+    assert!(node_status["gateway"]["calls"].as_u64().unwrap() >= 6, "{node_status}");
+    assert!(node_status["gateway"]["sessions_total"].as_u64().unwrap() >= 2, "{node_status}");
+    assert!(node_status["gateway"]["last_call_ms"].is_u64(), "{node_status}");
+    assert_eq!(serve.terminate(), Some(0));
+}
+
+/// The rmcp client's part: both protocol generations, a kill mid-call, a cancellation, and
+/// tools/list_changed from the aggregate.
+async fn rmcp_part(at: Arc<(String, String)>) {
+    let (addr, token) = (at.0.clone(), at.1.clone());
+    let url = |path: &str| format!("http://{addr}{path}");
+
+    // The 2026-07-28 protocol (server/discover, no session) to the example through the gateway.
+    let modern = within(
+        "a 2026-07-28 client",
+        ().serve_with_lifecycle(
+            transport(&url("/servers/example/mcp"), &token),
+            ClientLifecycleMode::Discover { preferred_versions: vec![ProtocolVersion::V_2026_07_28] },
+        ),
+    )
+    .await
+    .expect("the gateway speaks 2026-07-28");
+    let info = modern.peer_info().expect("the gateway answered discovery");
+    assert_eq!(info.protocol_version, ProtocolVersion::V_2026_07_28);
+    let result =
+        within("a modern call", modern.call_tool(call("process", json!({ "input": "modern" })))).await.unwrap();
+    assert_eq!(text(&result), "Processed: modern");
+    let _ = modern.cancel().await;
+
+    // A 2025-11-25 session to the Node server: a kill in the middle of a call.
+    let node: Client<()> =
+        within("a session", ().serve(transport(&url("/servers/node-echo/mcp"), &token))).await.unwrap();
+    let result = within("echo", node.call_tool(call("echo", json!({ "text": "hello" })))).await.unwrap();
+    assert_eq!(text(&result), "hello");
+    let peer = node.peer().clone();
+    let long = tokio::spawn(async move { peer.call_tool(call("slow", json!({ "ms": 60_000 }))).await });
+    let (a, t) = (addr.clone(), token.clone());
+    blocking(move || wait_until("the slow call runs", DEADLINE, || logged(&a, &t, "node-echo", "slow: started 60000")))
+        .await;
+    let (a, t) = (addr.clone(), token.clone());
+    let before = blocking(move || state(&a, &t, "node-echo")).await;
+    let pid = before["pid"].as_u64().expect("a pid") as i32;
+    // SAFETY: kill(2) on the hosted server's main process, which this test had deployed.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let killed = within("the killed call's answer", long).await.unwrap().expect("a tool result, not a protocol error");
+    assert_eq!(killed.is_error, Some(true), "{killed:?}");
+    assert!(text(&killed).contains("stopped during the call"), "{}", text(&killed));
+    // The next call waits for the restart and succeeds.
+    let result =
+        within("a call after the restart", node.call_tool(call("echo", json!({ "text": "again" })))).await.unwrap();
+    assert_eq!(text(&result), "again");
+    let (a, t) = (addr.clone(), token.clone());
+    let after = blocking(move || state(&a, &t, "node-echo")).await;
+    assert!(after["restarts"].as_u64().unwrap() > before["restarts"].as_u64().unwrap(), "{after}");
+
+    // A cancelled call is cancelled upstream.
+    let slow = ClientRequest::CallToolRequest(CallToolRequest::new(call("slow", json!({ "ms": 30_001 }))));
+    let handle = node.peer().send_cancellable_request(slow, PeerRequestOptions::no_options()).await.unwrap();
+    let (a, t) = (addr.clone(), token.clone());
+    blocking(move || wait_until("the call runs", DEADLINE, || logged(&a, &t, "node-echo", "slow: started 30001")))
+        .await;
+    handle.cancel(Some("the test changed its mind".into())).await.unwrap();
+    let (a, t) = (addr.clone(), token.clone());
+    blocking(move || {
+        wait_until("the server saw the cancel", DEADLINE, || logged(&a, &t, "node-echo", "slow: cancelled"))
+    })
+    .await;
+    let _ = node.cancel().await;
+
+    // The aggregate tells its clients when a server goes away and comes back.
+    let (tx, mut changes) = tokio::sync::mpsc::unbounded_channel();
+    let all = within("an aggregate session", Watcher(tx).serve(transport(&url("/mcp/gateway"), &token))).await.unwrap();
+    let names = |tools: Vec<rmcp::model::Tool>| tools.into_iter().map(|t| t.name.to_string()).collect::<Vec<_>>();
+    let tools = names(within("the tools", all.list_all_tools()).await.unwrap());
+    assert!(tools.contains(&"node-echo__echo".to_owned()), "{tools:?}");
+    let (a, t) = (addr.clone(), token.clone());
+    let (status, body) =
+        blocking(move || request(&a, "POST", "/api/v1/servers/node-echo/stop", Some(&t), b"")).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    within("tools/list_changed after a stop", changes.recv()).await.expect("a notification");
+    let tools = names(within("the tools", all.list_all_tools()).await.unwrap());
+    assert_eq!(tools, ["example__process"], "only the running server's tools");
+    let result = within("a call to a stopped server", all.call_tool(call("node-echo__echo", json!({ "text": "x" }))))
+        .await
+        .unwrap();
+    assert_eq!(result.is_error, Some(true));
+    assert!(text(&result).contains("start_mcp_server"), "{}", text(&result));
+    let (a, t) = (addr.clone(), token.clone());
+    let (status, body) =
+        blocking(move || request(&a, "POST", "/api/v1/servers/node-echo/start", Some(&t), b"")).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    within("tools/list_changed after a start", changes.recv()).await.expect("a notification");
+    let result =
+        within("a call through the aggregate", all.call_tool(call("node-echo__echo", json!({ "text": "back" }))))
+            .await
+            .unwrap();
+    assert_eq!(text(&result), "back");
+    let _ = all.cancel().await;
+}
