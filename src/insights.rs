@@ -178,6 +178,9 @@ pub struct ServerHistory {
     pub health_failures: Vec<i64>,
     /// When the server last answered a tool call, if anyone counted.
     pub last_call_ms: Option<i64>,
+    /// Since when its tool calls are counted (it came up reachable): with no call since, it has
+    /// been idle from then.
+    pub calls_counted_since_ms: Option<i64>,
 }
 
 /// What a recommendation is about.
@@ -673,14 +676,23 @@ fn flapping(v: &View<'_>) -> Option<Recommendation> {
 }
 
 fn idle(v: &View<'_>) -> Option<Recommendation> {
-    let (last, after) = (v.history.last_call_ms?, v.params.idle_after_ms?);
+    let after = v.params.idle_after_ms?;
+    let last = v.history.last_call_ms.or(v.history.calls_counted_since_ms)?;
     let idle = v.params.now_ms.saturating_sub(last);
     if idle < after {
         return None;
     }
-    let evidence = json!({ "last_call_ms": last, "idle_ms": idle, "idle_after_ms": after, "from_ms": last, "to_ms": v.params.now_ms });
+    let evidence = json!({
+        "last_call_ms": v.history.last_call_ms,
+        "calls_counted_since_ms": v.history.calls_counted_since_ms,
+        "idle_ms": idle,
+        "idle_after_ms": after,
+        "from_ms": last,
+        "to_ms": v.params.now_ms,
+    });
+    let since = if v.history.last_call_ms.is_some() { "" } else { " since it came up" };
     let summary = format!(
-        "{} has had no tool call for {} (idle after {}): stop it to free its memory and CPU",
+        "{} has had no tool call{since} for {} (idle after {}, mcp_hosting.idle_after): stop it to free its memory and CPU",
         v.server(),
         human(idle),
         human(after)

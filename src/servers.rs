@@ -164,8 +164,9 @@ pub fn spec_for(
         // A stdio server without a URL is pinged over its own MCP session.
         (None, config::Transport::Stdio) => Some(HealthSpec {
             check: HealthCheck::McpPing,
-            interval: cfg.ping.interval,
-            timeout: cfg.ping.timeout,
+            interval: cfg.ping.interval.unwrap_or(host.health_check_interval),
+            // Shorter than the interval, whichever set it.
+            timeout: cfg.ping.timeout.min(cfg.ping.interval.unwrap_or(host.health_check_interval) / 2),
             failures_before_restart: cfg.ping.failures_before_restart,
         }),
         (None, _) => None,

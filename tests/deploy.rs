@@ -259,6 +259,8 @@ fn max_servers_is_enforced_and_delete_keeps_only_the_history() {
     assert_eq!(status, 422, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("mcp_hosting.max_servers (1)"), "{body}");
     wait_until("solo runs", SHORT, || marked(&mark).len() >= 2);
+    // Its log directory is made by the first line written (the log writer gathers lines for 25 ms).
+    wait_until("solo has logged", SHORT, || dir.path().join("logs/solo/current.log").exists());
     for sub in ["servers/solo", "state/solo", "logs/solo"] {
         assert!(dir.path().join(sub).exists(), "{sub} exists while deployed");
     }

@@ -234,11 +234,33 @@ async fn rmcp_part(at: Arc<(String, String)>) {
     assert_eq!(text(&result), "Processed: modern");
     let _ = modern.cancel().await;
 
-    // A 2025-11-25 session to the Node server: a kill in the middle of a call.
+    // A 2025-11-25 session to the Node server.
     let node: Client<()> =
         within("a session", ().serve(transport(&url("/servers/node-echo/mcp"), &token))).await.unwrap();
     let result = within("echo", node.call_tool(call("echo", json!({ "text": "hello" })))).await.unwrap();
     assert_eq!(text(&result), "hello");
+
+    // Two sessions' concurrent calls (their request ids start alike) each get their own answers.
+    let other: Client<()> =
+        within("a session", ().serve(transport(&url("/servers/node-echo/mcp"), &token))).await.unwrap();
+    let mut calls = tokio::task::JoinSet::new();
+    for (session, peer) in [node.peer().clone(), other.peer().clone()].into_iter().enumerate() {
+        for n in 0..20 {
+            let peer = peer.clone();
+            calls.spawn(async move {
+                let said = format!("session {session} call {n}");
+                let result = peer.call_tool(call("echo", json!({ "text": said }))).await.expect("an answer");
+                (said, text(&result))
+            });
+        }
+    }
+    while let Some(joined) = within("concurrent calls", calls.join_next()).await {
+        let (said, heard) = joined.unwrap();
+        assert_eq!(heard, said);
+    }
+    let _ = other.cancel().await;
+
+    // A kill in the middle of a call.
     let peer = node.peer().clone();
     let long = tokio::spawn(async move { peer.call_tool(call("slow", json!({ "ms": 60_000 }))).await });
     let (a, t) = (addr.clone(), token.clone());

@@ -200,7 +200,7 @@ async fn node_sdk_server_answers_tool_calls_over_stdio() {
     let tools = within("tools/list", client.list_all_tools()).await.unwrap();
     let mut names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
     names.sort_unstable();
-    assert_eq!(names, ["add", "echo"]);
+    assert_eq!(names, ["add", "echo", "slow"]);
 
     let text = "hello, hive \u{1f41d}";
     let result = call(&client, "echo", json!({ "text": text })).await;

@@ -119,11 +119,19 @@ impl McpLink {
     /// The live session, waiting up to `patience` for one while the server starts or restarts.
     /// A session whose process has gone counts as none: the caller waits for the next one.
     pub async fn upstream(&self, patience: Duration) -> Result<Upstream, LinkError> {
+        self.upstream_after(0, patience).await
+    }
+
+    /// Like [`upstream`](Self::upstream), but only a session of an incarnation after `generation`:
+    /// for a caller whose request could not even be sent to that one (its process was gone).
+    pub async fn upstream_after(&self, generation: u64, patience: Duration) -> Result<Upstream, LinkError> {
         let mut rx = self.state.subscribe();
         let deadline = tokio::time::Instant::now() + patience;
         loop {
             let why = match &*rx.borrow_and_update() {
-                LinkState::Up(up) if !up.peer.is_transport_closed() => return Ok(up.clone()),
+                LinkState::Up(up) if !up.peer.is_transport_closed() && up.generation > generation => {
+                    return Ok(up.clone());
+                }
                 LinkState::Up(up) => format!("its incarnation {} ended", up.generation),
                 LinkState::Waiting(why) => why.clone(),
                 LinkState::Down(why) => return Err(LinkError::Down(why.clone())),

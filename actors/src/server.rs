@@ -254,10 +254,13 @@ impl Actor for ServerActor {
             ServerMsg::Handshake(result) => on_handshake(&myself, state, result),
             ServerMsg::StartTimedOut => {
                 if !state.ready {
-                    incident(
-                        state,
-                        format!("not ready within start_timeout ({:?}); stopping it", state.spec.start_timeout),
-                    );
+                    let limit = state.spec.start_timeout;
+                    let why = if state.spec.transport == Transport::Stdio && state.session.is_none() {
+                        format!("no MCP handshake on its stdin and stdout within start_timeout ({limit:?})")
+                    } else {
+                        format!("not ready within start_timeout ({limit:?})")
+                    };
+                    incident(state, format!("{why}; stopping it"));
                     kill_for(&myself, state, policy::ExitKind::StartTimeout, true);
                 }
             }

@@ -61,6 +61,9 @@ pub struct HostConfig {
     pub security: SecurityConfig,
     /// How clients prove who they are.
     pub auth: AuthConfig,
+    /// A server with no tool call through the gateway for this long is idle (a recommendation to
+    /// stop it); above zero.
+    pub idle_after: Duration,
     /// How often each server's CPU, memory and process count are sampled; at least 100 ms.
     pub metrics_interval: Duration,
     /// How many metric samples are kept per server; at least 1.
@@ -132,6 +135,7 @@ impl Default for HostConfig {
             dashboard: DashboardConfig::default(),
             security: SecurityConfig::default(),
             auth: AuthConfig::default(),
+            idle_after: Duration::from_secs(24 * 3600),
             metrics_interval: Duration::from_secs(5),
             metrics_history: 720,
             supervisor: SupervisorConfig::default(),
@@ -328,6 +332,7 @@ fn read_hosting(mut o: Obj<'_>, diags: &mut Diags) -> HostConfig {
         dashboard: read_dashboard(&mut o, diags),
         security: read_security(&mut o, diags),
         auth: read_auth(&mut o, diags),
+        idle_after: o.duration("idle_after", diags, MinDuration::Positive).unwrap_or(d.idle_after),
         metrics_interval: o
             .duration("metrics_interval", diags, MinDuration::AtLeast(Duration::from_millis(100)))
             .unwrap_or(d.metrics_interval),

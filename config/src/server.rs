@@ -235,7 +235,8 @@ pub struct HealthConfig {
 /// The MCP ping of a stdio server without an HTTP health check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PingConfig {
-    pub interval: Duration,
+    /// `None`: the host's `health_check_interval`.
+    pub interval: Option<Duration>,
     pub timeout: Duration,
     pub failures_before_restart: u32,
 }
@@ -243,7 +244,7 @@ pub struct PingConfig {
 impl Default for PingConfig {
     fn default() -> Self {
         let d = HealthConfig::with_url(String::new());
-        PingConfig { interval: d.interval, timeout: d.timeout, failures_before_restart: d.failures_before_restart }
+        PingConfig { interval: None, timeout: d.timeout, failures_before_restart: d.failures_before_restart }
     }
 }
 
@@ -645,7 +646,7 @@ fn read_health(o: &mut Obj<'_>, diags: &mut Diags, transport: Transport) -> (Opt
     if !url_given {
         // A stdio server without a URL is pinged over MCP with the same timing.
         let ping = PingConfig {
-            interval: health.interval,
+            interval: interval_field.is_some().then_some(health.interval),
             timeout: health.timeout,
             failures_before_restart: health.failures_before_restart,
         };

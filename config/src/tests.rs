@@ -108,6 +108,7 @@ fn shipped_config_names_every_key() {
                 "dashboard",
                 "security",
                 "auth",
+                "idle_after",
                 "metrics_interval",
                 "metrics_history",
                 "supervisor",
@@ -738,7 +739,11 @@ fn health_check_is_http_with_a_timeout_below_the_interval() {
     assert_eq!(pinged.health, None);
     assert_eq!(
         pinged.ping,
-        PingConfig { interval: Duration::from_secs(10), timeout: Duration::from_secs(5), failures_before_restart: 2 }
+        PingConfig {
+            interval: Some(Duration::from_secs(10)),
+            timeout: Duration::from_secs(5),
+            failures_before_restart: 2
+        }
     );
     check_server(
         &server(r#""transport": "none", "health_check_interval": 10, "failures_before_restart": 2"#),

@@ -30,8 +30,19 @@ impl App {
     /// failures (see [`crate::insights`]), each also recorded as an `optimization` event (kind
     /// `recommendation`, the summary as its message, the whole recommendation as its data).
     pub async fn optimize_resources(&self) -> anyhow::Result<Vec<Recommendation>> {
-        let params = Params::day_until(crate::store::now_ms());
-        optimize(&self.store, &self.config.resource_limits, &params).await
+        let now = crate::store::now_ms();
+        let idle_after = i64::try_from(self.config.idle_after.as_millis()).unwrap_or(i64::MAX);
+        let params = Params { idle_after_ms: Some(idle_after), ..Params::day_until(now) };
+        let mut calls = Calls::new();
+        for status in self.supervisor().list().await.context("asking the supervisor")? {
+            // Only a server reachable over MCP now can be judged idle: calls are counted from the
+            // start of its incarnation (or of this hivehost), not across restarts of hivehost.
+            if status.mcp_live {
+                let since = status.started_at.map(crate::store::millis);
+                calls.insert(status.id, (status.gateway.last_call_ms, since));
+            }
+        }
+        optimize(&self.store, &self.config.resource_limits, &params, &calls).await
     }
 
     /// Events matching words and filters, newest first; see [`Store::search_events`].
@@ -42,10 +53,14 @@ impl App {
 
 /// Loads every server's history within `params`' window, runs the rules, and records each
 /// recommendation as an optimization event dated `params.now_ms`; returns them once committed.
+/// Per server reachable over MCP now: its last gateway call and since when calls are counted.
+pub(crate) type Calls = HashMap<String, (Option<i64>, Option<i64>)>;
+
 pub(crate) async fn optimize(
     store: &Store,
     host: &config::HostLimits,
     params: &Params,
+    calls: &Calls,
 ) -> anyhow::Result<Vec<Recommendation>> {
     let since = params.now_ms.saturating_sub(params.window_ms);
     let servers = store.servers().await.context("reading the servers")?;
@@ -65,7 +80,12 @@ pub(crate) async fn optimize(
         };
         let events = store.events(query).await.with_context(|| format!("reading {}'s events", record.id))?;
         let restarts = restarts.remove(&record.id).unwrap_or_default();
-        histories.push(history(record, host, &metrics, &events, &restarts));
+        let mut history = history(record, host, &metrics, &events, &restarts);
+        if let Some(&(last, since)) = calls.get(&record.id) {
+            history.last_call_ms = last;
+            history.calls_counted_since_ms = since;
+        }
+        histories.push(history);
     }
     let recommendations = insights::recommend_all(params, &histories);
     for rec in &recommendations {
@@ -90,7 +110,8 @@ pub(crate) async fn optimize(
 /// for none (as `config::admit` gives them). Exits come from the `exited` events; only when there
 /// are none (events dropped under load, or a database from before they were recorded) from the
 /// restart records, which lack the exits that ended in a give-up. Health failures are the
-/// `state_changed` events into `unhealthy`. Tool calls are not counted yet, so idleness is unknown.
+/// `state_changed` events into `unhealthy`. Tool calls are live counts, not stored: the caller adds
+/// them ([`Calls`]).
 pub(crate) fn history(
     record: &ServerRecord,
     host: &config::HostLimits,
@@ -128,7 +149,16 @@ pub(crate) fn history(
         .filter(|e| e.kind == "state_changed" && e.data.get("to").and_then(|t| t.as_str()) == Some("unhealthy"))
         .map(|e| e.at_ms)
         .collect();
-    ServerHistory { server: record.id.clone(), limits, settings, samples, exits, health_failures, last_call_ms: None }
+    ServerHistory {
+        server: record.id.clone(),
+        limits,
+        settings,
+        samples,
+        exits,
+        health_failures,
+        last_call_ms: None,
+        calls_counted_since_ms: None,
+    }
 }
 
 /// An exit kind as the recorder stores it in an `exited` event's `exit` (its `Debug` form:

@@ -431,6 +431,28 @@ fn a_server_without_calls_for_long_is_idle_when_calls_are_counted() {
         ("exactly the threshold", Some(day), with(Some(day)), idle.clone()),
         ("a call an hour ago", Some(day), with(Some(60 * MIN)), None),
         ("a call from the future", Some(day), with(Some(-MIN)), None),
+        (
+            "no call since it came up two days ago",
+            Some(day),
+            ServerHistory { calls_counted_since_ms: Some(NOW - 2 * day), ..server(None, None) },
+            idle.clone(),
+        ),
+        (
+            "up for an hour without a call",
+            Some(day),
+            ServerHistory { calls_counted_since_ms: Some(NOW - 60 * MIN), ..server(None, None) },
+            None,
+        ),
+        (
+            "a recent call counts over an old start",
+            Some(day),
+            ServerHistory {
+                last_call_ms: Some(NOW - MIN),
+                calls_counted_since_ms: Some(NOW - 2 * day),
+                ..server(None, None)
+            },
+            None,
+        ),
     ] {
         let params = Params { idle_after_ms: idle_after, ..params() };
         let got: Vec<_> = recommend(&params, &history)
@@ -444,7 +466,7 @@ fn a_server_without_calls_for_long_is_idle_when_calls_are_counted() {
     let rec = recommend(&params, &with(Some(3 * day + 4 * 60 * MIN))).pop().expect("idle");
     assert_eq!(
         rec.summary,
-        "alpha has had no tool call for 3 d 4 h (idle after 24 h): stop it to free its memory and CPU"
+        "alpha has had no tool call for 3 d 4 h (idle after 24 h, mcp_hosting.idle_after): stop it to free its memory and CPU"
     );
     assert_eq!(rec.evidence["idle_ms"].as_i64(), Some(3 * day + 4 * 60 * MIN));
 }

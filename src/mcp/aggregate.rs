@@ -20,7 +20,7 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::gateway::{Failure, forward_to, tool_response};
+use super::gateway::{forward_on, tool_response};
 use crate::App;
 
 /// Between a server's name and its tool's.
@@ -248,14 +248,8 @@ impl ServerHandler for AggregateProxy {
             ))])));
         };
         request.name = tool.to_owned().into();
-        let up = match link.upstream(self.shared.patience).await {
-            Ok(up) => up,
-            Err(err) => return tool_response(Err(Failure::Gateway(err.to_string()))),
-        };
         let forwarded = ClientRequest::CallToolRequest(CallToolRequest::new(request));
-        let result = forward_to(&link, &up, forwarded, &context).await;
-        link.count_call(result.is_ok());
-        tool_response(result.map_err(|err| Failure::of(err, link.id(), up.generation)))
+        tool_response(forward_on(&link, self.shared.patience, forwarded, &context).await)
     }
 
     fn accepted_subscription_filter(&self, requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {

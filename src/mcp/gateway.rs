@@ -19,9 +19,8 @@ use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResponse, CallToolResult, CancelledNotification,
     CancelledNotificationParam, ClientNotification, ClientRequest, CompleteRequest, CompleteRequestParams,
     CompleteResult, ContentBlock, ErrorCode, GetPromptRequest, GetPromptRequestParams, GetPromptResponse,
-    Implementation, InitializeRequestParams, InitializeResult, ListPromptsRequest, ListPromptsResult,
-    ListResourceTemplatesRequest, ListResourceTemplatesResult, ListResourcesRequest, ListResourcesResult,
-    ListToolsRequest, ListToolsResult, PaginatedRequestParams, ProgressToken, ReadResourceRequest,
+    Implementation, InitializeRequestParams, InitializeResult, ListPromptsResult, ListResourceTemplatesResult,
+    ListResourcesResult, ListToolsResult, PaginatedRequestParams, ProgressToken, ReadResourceRequest,
     ReadResourceRequestParams, ReadResourceResponse, RequestId, ServerCapabilities, ServerConfig, ServerNotification,
     ServerResult, SetLevelRequest, SetLevelRequestParams, SubscribeRequest, SubscribeRequestParams, SubscriptionFilter,
     UnsubscribeRequest, UnsubscribeRequestParams,
@@ -129,11 +128,27 @@ impl ServerProxy {
     /// Forwards `request` upstream and waits for its answer, relaying its progress and cancelling
     /// it upstream if the client cancels or goes away.
     async fn forward(&self, request: ClientRequest, ctx: &RequestContext<RoleServer>) -> Result<ServerResult, Failure> {
-        let up = self.link.upstream(self.patience).await.map_err(|err| Failure::Gateway(err.to_string()))?;
-        let result = forward_to(&self.link, &up, request, ctx).await;
-        self.link.count_call(result.is_ok());
-        result.map_err(|err| Failure::of(err, self.link.id(), up.generation))
+        forward_on(&self.link, self.patience, request, ctx).await
     }
+}
+
+/// Forwards `request` over `link`'s live session, waiting up to `patience` for one. A request that
+/// could not even be written (the process had just died) goes to the next incarnation instead: it
+/// never reached the server, so sending it again cannot run it twice.
+pub(super) async fn forward_on(
+    link: &McpLink,
+    patience: Duration,
+    request: ClientRequest,
+    ctx: &RequestContext<RoleServer>,
+) -> Result<ServerResult, Failure> {
+    let mut up = link.upstream(patience).await.map_err(|err| Failure::Gateway(err.to_string()))?;
+    let mut result = forward_to(link, &up, request.clone(), ctx).await;
+    if matches!(result, Err(ServiceError::TransportSend(_))) {
+        up = link.upstream_after(up.generation, patience).await.map_err(|err| Failure::Gateway(err.to_string()))?;
+        result = forward_to(link, &up, request, ctx).await;
+    }
+    link.count_call(result.is_ok());
+    result.map_err(|err| Failure::of(err, link.id(), up.generation))
 }
 
 /// Why a forwarded request has no result.
@@ -305,6 +320,13 @@ macro_rules! forward {
     };
 }
 
+/// A `*/list` request with the client's cursor.
+fn listing<M: Default>(
+    params: Option<PaginatedRequestParams>,
+) -> rmcp::model::RequestOptionalParam<M, PaginatedRequestParams> {
+    rmcp::model::RequestOptionalParam { method: M::default(), params, extensions: Default::default() }
+}
+
 pub(super) fn unexpected(result: ServerResult) -> ErrorData {
     ErrorData::new(
         ErrorCode::INTERNAL_ERROR,
@@ -348,16 +370,7 @@ impl ServerHandler for ServerProxy {
         request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        forward!(
-            self,
-            context,
-            ClientRequest::ListToolsRequest(ListToolsRequest {
-                method: Default::default(),
-                params: request,
-                extensions: Default::default()
-            }),
-            ListToolsResult
-        )
+        forward!(self, context, ClientRequest::ListToolsRequest(listing(request)), ListToolsResult)
     }
 
     async fn call_tool(
@@ -374,16 +387,7 @@ impl ServerHandler for ServerProxy {
         request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        forward!(
-            self,
-            context,
-            ClientRequest::ListResourcesRequest(ListResourcesRequest {
-                method: Default::default(),
-                params: request,
-                extensions: Default::default()
-            }),
-            ListResourcesResult
-        )
+        forward!(self, context, ClientRequest::ListResourcesRequest(listing(request)), ListResourcesResult)
     }
 
     async fn list_resource_templates(
@@ -394,11 +398,7 @@ impl ServerHandler for ServerProxy {
         forward!(
             self,
             context,
-            ClientRequest::ListResourceTemplatesRequest(ListResourceTemplatesRequest {
-                method: Default::default(),
-                params: request,
-                extensions: Default::default()
-            }),
+            ClientRequest::ListResourceTemplatesRequest(listing(request)),
             ListResourceTemplatesResult
         )
     }
@@ -439,16 +439,7 @@ impl ServerHandler for ServerProxy {
         request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
-        forward!(
-            self,
-            context,
-            ClientRequest::ListPromptsRequest(ListPromptsRequest {
-                method: Default::default(),
-                params: request,
-                extensions: Default::default()
-            }),
-            ListPromptsResult
-        )
+        forward!(self, context, ClientRequest::ListPromptsRequest(listing(request)), ListPromptsResult)
     }
 
     async fn get_prompt(

@@ -118,7 +118,7 @@ fn a_history_takes_limits_settings_exits_and_health_failures_from_the_records() 
         ]
     );
     assert_eq!(h.health_failures, vec![NOW - 2 * MIN]);
-    assert_eq!(h.last_call_ms, None, "tool calls are not counted yet");
+    assert_eq!(h.last_call_ms, None, "tool calls are live counts, added by the caller");
 }
 
 #[test]
@@ -164,17 +164,20 @@ async fn recommendations_are_recorded_as_optimization_events() {
         processes: 1,
     });
     store.flush().await.expect("flush");
-    let params = Params::day_until(NOW);
-    let recs = optimize(&store, &host(), &params).await.expect("optimize");
+    // alpha is reachable over MCP and has not been called for two days.
+    let params = Params { idle_after_ms: Some(24 * 60 * MIN), ..Params::day_until(NOW) };
+    let calls = Calls::from([("alpha".to_owned(), (Some(NOW - 48 * 60 * MIN), Some(NOW - 72 * 60 * MIN)))]);
+    let recs = optimize(&store, &host(), &params, &calls).await.expect("optimize");
     let kinds: Vec<_> = recs.iter().map(|r| r.kind).collect();
-    assert_eq!(kinds, vec![insights::Kind::MemoryRaise, insights::Kind::CpuLower]);
+    assert_eq!(kinds, vec![insights::Kind::MemoryRaise, insights::Kind::CpuLower, insights::Kind::Idle]);
+    assert_eq!(recs[2].evidence["last_call_ms"], NOW - 48 * 60 * MIN);
     assert_eq!(recs[0].change, json!({"resource_limits": {"memory_mb": 336}}));
     assert_eq!(recs[0].evidence["samples"], 60);
     let recorded = store
         .events(EventQuery { category: Some(Category::Optimization), ..EventQuery::latest(100) })
         .await
         .expect("events");
-    assert_eq!(recorded.len(), 2);
+    assert_eq!(recorded.len(), 3);
     for (event, rec) in recorded.iter().rev().zip(&recs) {
         assert_eq!(event.at_ms, NOW);
         assert_eq!(event.server.as_deref(), Some("alpha"));
