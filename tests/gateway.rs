@@ -326,3 +326,50 @@ async fn rmcp_part(at: Arc<(String, String)>) {
     assert_eq!(text(&result), "back");
     let _ = all.cancel().await;
 }
+
+#[test]
+fn a_server_on_the_2026_protocol_answers_a_2025_client_through_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 5, 1).unwrap();
+    let (mut serve, addr) = start_serve(dir.path(), &config);
+    let token = std::fs::read_to_string(dir.path().join("api_token")).unwrap().trim().to_owned();
+    let venv = std::thread::spawn(peers::python_mcp_venv);
+    // The hosted server is hivehost's own MCP server (rmcp 3.11, `hivehost mcp`) on a platform of
+    // its own: it answers `server/discover`, so the upstream session speaks 2026-07-28. It runs
+    // unconfined: the sandbox's view of the file system would not hold the binary under test.
+    let nested = dir.path().join("nested");
+    std::fs::create_dir_all(&nested).unwrap();
+    let nested_config = write_config(&nested, 1, 5).unwrap();
+    let pkg = dir.path().join("pkg-inner");
+    std::fs::create_dir_all(&pkg).unwrap();
+    let server_config = json!({
+        "name": "inner",
+        "command": ["bash", "-c", "exec \"$HIVEHOST\" mcp --config \"$CONFIG\""],
+        "environment": { "HIVEHOST": env!("CARGO_BIN_EXE_hivehost"), "CONFIG": nested_config },
+        "sandboxed": false,
+        "start_timeout": 60,
+        "shutdown_timeout": 10
+    });
+    std::fs::write(pkg.join("server_config.json"), server_config.to_string()).unwrap();
+    deploy(&addr, &token, "inner", &pack_dir(&pkg, &IntakeLimits::new(100 << 20)).unwrap());
+    let status = state(&addr, &token, "inner");
+    assert_eq!(status["mcp_session"]["protocol"], "2026-07-28", "{status}");
+    assert!(status["mcp_session"]["server"].as_str().unwrap().starts_with("hivehost "), "{status}");
+    venv.join().unwrap();
+
+    // The Python SDK (mcp 1.30) speaks 2025-11-25 to the gateway, which speaks 2026-07-28 upstream.
+    let report = python_client(
+        &format!("http://{addr}/servers/inner/mcp"),
+        &token,
+        json!([{ "tool": "list_mcp_servers", "args": {} }]),
+    );
+    assert_eq!(report["protocol"], "2025-11-25", "{report}");
+    assert!(report["tools"].as_array().unwrap().contains(&json!("upload_mcp_server")), "{report}");
+    assert_eq!(report["calls"][0]["is_error"], false, "{report}");
+    assert_eq!(report["calls"][0]["structured"]["count"], 0, "the inner platform hosts nothing: {report}");
+    assert_eq!(serve.terminate(), Some(0));
+    // Stopping the outer platform stopped the inner one: its data directory is unlocked.
+    let unlocked =
+        std::fs::OpenOptions::new().write(true).open(nested.join("hivehost.lock")).is_ok_and(|f| f.try_lock().is_ok());
+    assert!(unlocked, "the inner platform has stopped");
+}

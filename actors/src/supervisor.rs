@@ -864,6 +864,7 @@ fn status_of(entry: &Entry) -> ServerStatus {
         logs: entry.logs.counters(),
         sandbox: entry.sandbox.clone(),
         mcp_live: crate::status::live(&entry.link.state()),
+        mcp_session: crate::status::session(&entry.link.state()),
         gateway: entry.link.stats(),
     }
 }

@@ -27,6 +27,7 @@ pub(crate) fn status_view(s: &actors::ServerStatus) -> Value {
         "logs": { "lines": s.logs.lines, "truncated": s.logs.truncated, "dropped": s.logs.dropped },
         "sandbox": sandbox_view(&s.sandbox),
         "mcp_live": s.mcp_live,
+        "mcp_session": s.mcp_session.as_ref().map(|(protocol, server)| json!({ "protocol": protocol, "server": server })),
         "gateway": {
             "sessions": s.gateway.sessions,
             "sessions_total": s.gateway.sessions_total,
