@@ -302,6 +302,11 @@ async fn rmcp_part(at: Arc<(String, String)>) {
     let names = |tools: Vec<rmcp::model::Tool>| tools.into_iter().map(|t| t.name.to_string()).collect::<Vec<_>>();
     let tools = names(within("the tools", all.list_all_tools()).await.unwrap());
     assert!(tools.contains(&"node-echo__echo".to_owned()), "{tools:?}");
+    let result =
+        within("a call through the aggregate", all.call_tool(call("example__process", json!({ "input": "rmcp" }))))
+            .await
+            .unwrap();
+    assert_eq!(text(&result), "Processed: rmcp");
     let (a, t) = (addr.clone(), token.clone());
     let (status, body) =
         blocking(move || request(&a, "POST", "/api/v1/servers/node-echo/stop", Some(&t), b"")).await.unwrap();

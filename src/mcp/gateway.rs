@@ -198,6 +198,72 @@ pub(super) fn tool_response(result: Result<ServerResult, Failure>) -> Result<Cal
     }
 }
 
+/// How long a call that has reported progress, but not its completion, may hold its answer for
+/// progress that trails it (see [`forward_to`]).
+const PROGRESS_GRACE: Duration = Duration::from_millis(20);
+
+/// The progress of one forwarded request, passed on to its client under the client's own token.
+struct Relay {
+    rx: broadcast::Receiver<ServerNotification>,
+    upstream_token: ProgressToken,
+    client_token: ProgressToken,
+    client: Peer<RoleServer>,
+    /// Some progress of this request came through.
+    seen: bool,
+    /// The last progress reached its total.
+    complete: bool,
+}
+
+impl Relay {
+    /// The next progress notification of this request.
+    async fn next(&mut self) -> rmcp::model::ProgressNotification {
+        loop {
+            match self.rx.recv().await {
+                Ok(ServerNotification::ProgressNotification(n)) if n.params.progress_token == self.upstream_token => {
+                    return n;
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+            }
+        }
+    }
+
+    async fn pass_on(&mut self, mut n: rmcp::model::ProgressNotification) {
+        self.seen = true;
+        self.complete = n.params.total.is_some_and(|total| n.params.progress >= total);
+        n.params.progress_token = self.client_token.clone();
+        let _ = self.client.send_notification(ServerNotification::ProgressNotification(n)).await;
+    }
+
+    /// Passes on the progress that trails the answer. rmcp hands each notification to the
+    /// upstream handler in a task of its own, so progress the server sent just before its answer
+    /// can reach the link just after it; the client drops progress that comes after the answer.
+    async fn flush(&mut self) {
+        if self.complete {
+            return;
+        }
+        for _ in 0..2 {
+            tokio::task::yield_now().await;
+        }
+        // A request that reported progress waits briefly for the rest; one that did not only takes
+        // what has already arrived.
+        let grace = if self.seen { PROGRESS_GRACE } else { Duration::ZERO };
+        while !self.complete {
+            match tokio::time::timeout(grace, self.next()).await {
+                Ok(n) => self.pass_on(n).await,
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+async fn next_progress(relay: &mut Option<Relay>) -> rmcp::model::ProgressNotification {
+    match relay {
+        Some(relay) => relay.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Forwards one request over `up`, relaying progress under the client's token and cancelling
 /// upstream when `ctx` is cancelled (the client's `notifications/cancelled`, or its session ending).
 pub(super) async fn forward_to(
@@ -207,48 +273,39 @@ pub(super) async fn forward_to(
     ctx: &RequestContext<RoleServer>,
 ) -> Result<ServerResult, ServiceError> {
     // Subscribed before the request goes out, so no early progress is missed.
-    let progress = ctx.meta.get_progress_token().map(|token| (token, ctx.peer.clone()));
-    let notifications = progress.as_ref().map(|_| link.notifications());
+    let progress = ctx.meta.get_progress_token().map(|token| (token, ctx.peer.clone(), link.notifications()));
     let handle = up.peer.send_request_with_option(request, PeerRequestOptions::no_options()).await?;
     let mut guard = CancelOnDrop { peer: up.peer.clone(), id: Some(handle.id.clone()) };
-    let relay = match (progress, notifications) {
-        (Some((client_token, client)), Some(rx)) => {
-            Some(tokio::spawn(relay_progress(rx, handle.progress_token.clone(), client_token, client)))
-        }
-        _ => None,
-    };
-    let result = tokio::select! {
-        result = handle.await_response() => {
-            guard.id = None;
-            result
-        }
-        () = ctx.ct.cancelled() => Err(ServiceError::Cancelled { reason: Some("the client cancelled it or went away".into()) }),
-    };
-    if let Some(relay) = relay {
-        relay.abort();
-    }
-    result
-}
-
-/// Passes on the progress of one upstream request under the client's own token.
-async fn relay_progress(
-    mut rx: broadcast::Receiver<ServerNotification>,
-    upstream_token: ProgressToken,
-    client_token: ProgressToken,
-    client: Peer<RoleServer>,
-) {
-    loop {
-        match rx.recv().await {
-            Ok(ServerNotification::ProgressNotification(mut n)) if n.params.progress_token == upstream_token => {
-                n.params.progress_token = client_token.clone();
-                if client.send_notification(ServerNotification::ProgressNotification(n)).await.is_err() {
-                    return;
+    let mut relay = progress.map(|(client_token, client, rx)| Relay {
+        rx,
+        upstream_token: handle.progress_token.clone(),
+        client_token,
+        client,
+        seen: false,
+        complete: false,
+    });
+    let response = handle.await_response();
+    tokio::pin!(response);
+    let result = loop {
+        tokio::select! {
+            result = &mut response => {
+                guard.id = None;
+                break result;
+            }
+            () = ctx.ct.cancelled() => {
+                break Err(ServiceError::Cancelled { reason: Some("the client cancelled it or went away".into()) });
+            }
+            n = next_progress(&mut relay) => {
+                if let Some(relay) = relay.as_mut() {
+                    relay.pass_on(n).await;
                 }
             }
-            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-            Err(broadcast::error::RecvError::Closed) => return,
         }
+    };
+    if let (Some(relay), Ok(_)) = (relay.as_mut(), &result) {
+        relay.flush().await;
     }
+    result
 }
 
 /// Sends `notifications/cancelled` upstream for a request abandoned before its answer.
