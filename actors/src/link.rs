@@ -111,6 +111,11 @@ impl McpLink {
         self.state.borrow().clone()
     }
 
+    /// Whether nothing will come without an explicit start (stopped, failed, deleted).
+    pub fn is_down(&self) -> bool {
+        matches!(*self.state.borrow(), LinkState::Down(_))
+    }
+
     /// Watches the state, for callers that follow servers coming and going.
     pub fn watch(&self) -> watch::Receiver<LinkState> {
         self.state.subscribe()
@@ -125,6 +130,13 @@ impl McpLink {
     /// Like [`upstream`](Self::upstream), but only a session of an incarnation after `generation`:
     /// for a caller whose request could not even be sent to that one (its process was gone).
     pub async fn upstream_after(&self, generation: u64, patience: Duration) -> Result<Upstream, LinkError> {
+        // The common case, a live session, without subscribing.
+        if let LinkState::Up(up) = &*self.state.borrow()
+            && up.generation > generation
+            && !up.peer.is_transport_closed()
+        {
+            return Ok(up.clone());
+        }
         let mut rx = self.state.subscribe();
         let deadline = tokio::time::Instant::now() + patience;
         loop {

@@ -71,7 +71,7 @@ impl Gateway {
     pub async fn service(&self, id: &str) -> Result<ProxyService, GatewayError> {
         if let Some((link, service)) = self.services.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
             // A deleted server's link stays down for good; a server added again has a new one.
-            if !matches!(link.state(), LinkState::Down(_)) {
+            if !link.is_down() {
                 return Ok(service.clone());
             }
         }
