@@ -137,11 +137,16 @@ impl Actor for HealthPoller {
     }
 }
 
-/// One MCP ping over the upstream session; healthy on an answer within `timeout`.
+/// One MCP ping over the upstream session; healthy on an answer within `timeout`. An error answer
+/// counts: 2026-07-28 servers have no `ping` and answer "method not found", which still shows the
+/// process reading its input and answering.
 async fn ping(peer: &crate::link::UpstreamPeer, timeout: Duration) -> (bool, String) {
     let request = rmcp::model::ClientRequest::PingRequest(rmcp::model::PingRequest::default());
     match tokio::time::timeout(timeout, peer.send_request(request)).await {
         Ok(Ok(_)) => (true, "answered an MCP ping".to_owned()),
+        Ok(Err(rmcp::ServiceError::McpError(err))) => {
+            (true, format!("answered an MCP ping (with error {}: {})", err.code.0, err.message))
+        }
         Ok(Err(err)) => (false, format!("MCP ping failed: {err}")),
         Err(_) => (false, format!("MCP ping not answered within {timeout:?}")),
     }

@@ -242,11 +242,8 @@ impl Relay {
         if self.complete {
             return;
         }
-        for _ in 0..2 {
-            tokio::task::yield_now().await;
-        }
-        // A request that reported progress waits briefly for the rest; one that did not only takes
-        // what has already arrived.
+        // A request that reported progress waits briefly for the rest; one that did not (most
+        // calls) only takes what has already arrived.
         let grace = if self.seen { PROGRESS_GRACE } else { Duration::ZERO };
         while !self.complete {
             match tokio::time::timeout(grace, self.next()).await {

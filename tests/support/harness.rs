@@ -155,7 +155,7 @@ pub(crate) fn start_serve(dir: &Path, config: &Path) -> (Serve, String) {
         .args(["serve", "--config"])
         .arg(config)
         .current_dir(dir)
-        .env("HIVEHOST_LOG", "info")
+        .env("HIVEHOST_LOG", "info,rmcp=warn")
         .env("NO_COLOR", "1")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
