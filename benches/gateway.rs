@@ -10,11 +10,13 @@
 //!    server it spawned, (b) `/servers/echo/mcp`, (c) `/mcp/gateway` as `echo__echo`, and, as a
 //!    same-run reference for what rmcp's streamable HTTP costs by itself, (d) the same echo server
 //!    served by rmcp's `StreamableHttpService` in a process of its own (`gateway echo-http-server`,
-//!    TCP_NODELAY on), the ways taking turns in rounds after a warm-up;
+//!    TCP_NODELAY on), and (e) a direct stdio session opened as hivehost opens its upstream one
+//!    (`server/discover`, protocol 2026-07-28), the ways taking turns in rounds after a warm-up;
 //! 2. throughput: one direct stdio client, then 1, 16 and 64 concurrent HTTP clients of the gateway,
 //!    each its own MCP session and connection, calling in a loop over a fixed window, with the CPU of
-//!    hivehost, of the echo server and of the bench's own clients over that window; the (d) server
-//!    with as many clients as the largest gateway row, for reference;
+//!    hivehost, of the echo server and of the bench's own clients over that window; for reference,
+//!    the (d) server with as many clients as the largest gateway row, and as many callers sharing one
+//!    direct (e) stdio session, which is what the gateway's one upstream session has to carry;
 //! 3. the memory (VmRSS) and descriptors of hivehost per idle gateway session, and again after the
 //!    sessions were closed and as many opened anew (a leak would grow it twice).
 //!
@@ -31,10 +33,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use rmcp::Peer;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolRequestParams, Implementation, ServerCapabilities, ServerConfig};
-use rmcp::service::{RoleClient, RunningService};
+use rmcp::service::{ClientLifecycleMode, ClientServiceExt, RoleClient, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::{ServerHandler, ServiceExt, tool, tool_handler, tool_router};
@@ -345,6 +348,15 @@ async fn within<T>(what: &str, fut: impl Future<Output = anyhow::Result<T>>) -> 
 // ---------------------------------------------------------------------------------------------
 // Clients.
 
+/// How a direct client opens its session.
+#[derive(Clone, Copy)]
+enum Lifecycle {
+    /// `initialize`, protocol 2025-11-25: what `serve()` does, and what the HTTP clients here do.
+    Initialize,
+    /// `server/discover` first (2026-07-28, per-request metadata), as hivehost's upstream session.
+    Discover,
+}
+
 /// An echo server this bench spawned itself, and its rmcp client over the child's stdin and stdout.
 struct Direct {
     client: Client,
@@ -352,7 +364,7 @@ struct Direct {
 }
 
 impl Direct {
-    async fn spawn(exe: &Path) -> anyhow::Result<Direct> {
+    async fn spawn(exe: &Path, lifecycle: Lifecycle) -> anyhow::Result<Direct> {
         #[allow(clippy::disallowed_methods, reason = "the baseline talks to an echo server of its own")]
         let mut cmd = tokio::process::Command::new(exe);
         let mut child = cmd
@@ -365,7 +377,15 @@ impl Direct {
             .context("starting the direct echo server")?;
         let stdout = child.stdout.take().context("the echo server's stdout")?;
         let stdin = child.stdin.take().context("the echo server's stdin")?;
-        let client = ().serve((stdout, stdin)).await.context("initializing the direct echo server")?;
+        let client = match lifecycle {
+            Lifecycle::Initialize => ().serve((stdout, stdin)).await,
+            Lifecycle::Discover => {
+                let preferred_versions = vec![rmcp::model::ProtocolVersion::V_2026_07_28];
+                let auto = ClientLifecycleMode::Auto { preferred_versions, legacy_version: None };
+                ().serve_with_lifecycle((stdout, stdin), auto).await
+            }
+        }
+        .context("initializing the direct echo server")?;
         Ok(Direct { client, child })
     }
 
@@ -444,7 +464,7 @@ fn echo_params(tool: &str) -> CallToolRequestParams {
 }
 
 /// One call; `Err` says what was wrong with it.
-async fn call(client: &Client, params: &CallToolRequestParams) -> anyhow::Result<()> {
+async fn call(client: &Peer<RoleClient>, params: &CallToolRequestParams) -> anyhow::Result<()> {
     let result = client.call_tool(params.clone()).await?;
     let text = result.content.first().and_then(|c| c.as_text()).map(|t| t.text.as_str());
     if result.is_error == Some(true) || text != Some(TEXT) {
@@ -457,36 +477,38 @@ async fn call(client: &Client, params: &CallToolRequestParams) -> anyhow::Result
 // 1. Latency.
 
 /// The ways, in the order of [`Latency::ways`].
-const WAYS: [&str; 4] = [
+const WAYS: [&str; 5] = [
     "(a) direct stdio (baseline)",
     "(b) gateway /servers/echo/mcp",
     "(c) aggregate /mcp/gateway, echo__echo",
     "(d) reference: rmcp streamable HTTP, no gateway",
+    "(e) direct stdio, 2026-07-28 as the upstream",
 ];
 
 struct Latency {
     /// Per way: every measured call.
-    ways: [Stats; 4],
+    ways: [Stats; 5],
     /// Per way, the median of each round.
-    rounds: [Vec<Duration>; 4],
+    rounds: [Vec<Duration>; 5],
 }
 
 async fn latency(sizes: &Sizes, exe: &Path, urls: &Urls) -> anyhow::Result<Latency> {
-    let direct = Direct::spawn(exe).await?;
+    let direct = Direct::spawn(exe, Lifecycle::Initialize).await?;
+    let modern = Direct::spawn(exe, Lifecycle::Discover).await?;
     let http_echo = HttpEcho::spawn(exe).await?;
     let gateway = http_session(&urls.server, &urls.token).await?;
     let aggregate = http_session(&urls.aggregate, &urls.token).await?;
     let reference = http_session(&http_echo.url, "").await?;
-    let clients = [&direct.client, &gateway, &aggregate, &reference];
+    let clients = [&direct.client, &gateway, &aggregate, &reference, &modern.client];
     let echo = echo_params("echo");
-    let params = [&echo, &echo, &echo_params(&format!("{SERVER_ID}__echo")), &echo];
+    let params = [&echo, &echo, &echo_params(&format!("{SERVER_ID}__echo")), &echo, &echo];
     for (client, params) in clients.iter().zip(params) {
         for _ in 0..sizes.warmup {
             call(client, params).await?;
         }
     }
-    let mut samples: [Vec<Duration>; 4] = Default::default();
-    let mut rounds: [Vec<Duration>; 4] = Default::default();
+    let mut samples: [Vec<Duration>; 5] = Default::default();
+    let mut rounds: [Vec<Duration>; 5] = Default::default();
     for round in 0..sizes.rounds {
         // Each round starts with another way, so none always follows the same one.
         for turn in 0..WAYS.len() {
@@ -502,6 +524,7 @@ async fn latency(sizes: &Sizes, exe: &Path, urls: &Urls) -> anyhow::Result<Laten
         }
     }
     direct.close().await?;
+    modern.close().await?;
     let _ = gateway.cancel().await;
     let _ = aggregate.cancel().await;
     let _ = reference.cancel().await;
@@ -576,25 +599,41 @@ async fn throughput(
 ) -> anyhow::Result<Vec<Throughput>> {
     let mut results = Vec::new();
 
-    let direct = Direct::spawn(exe).await?;
-    let pid = direct.child.id().context("the direct echo server's pid")?;
-    let Direct { client, child } = direct;
-    let (mut clients, measured) = run_window(sizes, vec![client], serve_pid, vec![pid]).await?;
-    results.push(measured.labelled(Way::Direct, "(a) direct stdio (baseline)", 1));
-    Direct { client: clients.remove(0), child }.close().await?;
+    let most = sizes.concurrency[1];
 
-    for n in [1, sizes.concurrency[0], sizes.concurrency[1]] {
+    let direct = Direct::spawn(exe, Lifecycle::Initialize).await?;
+    let pid = direct.child.id().context("the direct echo server's pid")?;
+    let measured = run_window(sizes, vec![direct.client.peer().clone()], serve_pid, vec![pid]).await?;
+    results.push(measured.labelled(Way::Direct, "(a) direct stdio (baseline), 1 client", 1));
+    direct.close().await?;
+
+    // What one stdio session carries when many callers share it, as the gateway's upstream does.
+    let shared = Direct::spawn(exe, Lifecycle::Discover).await?;
+    let pid = shared.child.id().context("the direct echo server's pid")?;
+    let peers = vec![shared.client.peer().clone(); most];
+    let measured = run_window(sizes, peers, serve_pid, vec![pid]).await?;
+    let label = format!("(e) one stdio session (2026-07-28, as the upstream), {most} callers");
+    results.push(measured.labelled(Way::Direct, &label, most));
+    shared.close().await?;
+
+    for n in [1, sizes.concurrency[0], most] {
         let clients = sessions(n, &urls.server, &urls.token).await?;
-        let (clients, measured) = run_window(sizes, clients, serve_pid, hosted.to_vec()).await?;
-        results.push(measured.labelled(Way::Gateway, "(b) gateway /servers/echo/mcp", n));
+        let peers = clients.iter().map(|c| c.peer().clone()).collect();
+        let measured = run_window(sizes, peers, serve_pid, hosted.to_vec()).await?;
+        let label = format!("(b) gateway /servers/echo/mcp, {n} client{}", if n == 1 { "" } else { "s" });
+        results.push(measured.labelled(Way::Gateway, &label, n));
         close_all(clients).await;
     }
 
     let http_echo = HttpEcho::spawn(exe).await?;
-    let n = sizes.concurrency[1];
-    let clients = sessions(n, &http_echo.url, "").await?;
-    let (clients, measured) = run_window(sizes, clients, serve_pid, vec![http_echo.pid()?]).await?;
-    results.push(measured.labelled(Way::Reference, "(d) reference: rmcp streamable HTTP", n));
+    let clients = sessions(most, &http_echo.url, "").await?;
+    let peers = clients.iter().map(|c| c.peer().clone()).collect();
+    let measured = run_window(sizes, peers, serve_pid, vec![http_echo.pid()?]).await?;
+    results.push(measured.labelled(
+        Way::Reference,
+        &format!("(d) reference: rmcp streamable HTTP, {most} clients"),
+        most,
+    ));
     close_all(clients).await;
     http_echo.close().await?;
     Ok(results)
@@ -618,21 +657,22 @@ async fn close_all(clients: Vec<Client>) {
 impl Throughput {
     fn labelled(mut self, way: Way, label: &str, clients: usize) -> Throughput {
         self.way = way;
-        self.label = format!("{label}, {clients} client{}", if clients == 1 { "" } else { "s" });
+        label.clone_into(&mut self.label);
         self.clients = clients;
         self
     }
 }
 
-/// Every client calls echo in a loop: for `loop_warmup`, then for the window. Counts the calls
-/// that ended inside the window; samples CPU from /proc at its edges (on a thread of its own, so a
-/// busy runtime does not move them): hivehost, `server` (the echo server that answers), this process.
+/// Every client (a peer each; several may share a session) calls echo in a loop: for
+/// `loop_warmup`, then for the window. Counts the calls that ended inside the window; samples CPU
+/// from /proc at its edges (on a thread of its own, so a busy runtime does not move them):
+/// hivehost, `server` (the echo server that answers), this process.
 async fn run_window(
     sizes: &Sizes,
-    clients: Vec<Client>,
+    clients: Vec<Peer<RoleClient>>,
     serve_pid: u32,
     server: Vec<u32>,
-) -> anyhow::Result<(Vec<Client>, Throughput)> {
+) -> anyhow::Result<Throughput> {
     let opens = Instant::now() + sizes.loop_warmup;
     let closes = opens + sizes.window;
     let params = Arc::new(echo_params("echo"));
@@ -657,7 +697,7 @@ async fn run_window(
                     }
                 }
             }
-            (client, samples, errors)
+            (samples, errors)
         }));
     }
     let sampled = tokio::task::spawn_blocking(move || -> anyhow::Result<([u64; 3], Duration)> {
@@ -672,32 +712,27 @@ async fn run_window(
         let after = read()?;
         Ok(([0, 1, 2].map(|i| after[i].saturating_sub(before[i])), from.elapsed()))
     });
-    let mut clients = Vec::with_capacity(tasks.len());
     let mut samples = Vec::new();
     let mut errors = 0;
     for task in tasks {
-        let (client, mut some, failed) = task.await?;
-        clients.push(client);
+        let (mut some, failed) = task.await?;
         samples.append(&mut some);
         errors += failed;
     }
     let (ticks, elapsed) = sampled.await??;
     let percent = |t: u64| t as f64 / clock_ticks_per_second() / elapsed.as_secs_f64() * 100.0;
-    Ok((
-        clients,
-        Throughput {
-            way: Way::Direct,
-            label: String::new(),
-            clients: 0,
-            calls: samples.len(),
-            errors,
-            window: sizes.window,
-            stats: Stats::of(&mut samples),
-            cpu_hivehost: percent(ticks[0]),
-            cpu_server: percent(ticks[1]),
-            cpu_bench: percent(ticks[2]),
-        },
-    ))
+    Ok(Throughput {
+        way: Way::Direct,
+        label: String::new(),
+        clients: 0,
+        calls: samples.len(),
+        errors,
+        window: sizes.window,
+        stats: Stats::of(&mut samples),
+        cpu_hivehost: percent(ticks[0]),
+        cpu_server: percent(ticks[1]),
+        cpu_bench: percent(ticks[2]),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -884,7 +919,7 @@ fn print(r: &Report<'_>) {
         })
         .collect();
     table(&["way", "calls", "p50", "p99", "mean", "max", "calls/s (1/mean)", "p50 per round, µs"], &rows);
-    let [direct, gateway, aggregate, reference] = &lat.ways;
+    let [direct, gateway, aggregate, reference, modern] = &lat.ways;
     let diff = |what: &str, a: &Stats, b: &Stats, target: &str| {
         vec![
             what.to_owned(),
@@ -902,12 +937,14 @@ fn print(r: &Report<'_>) {
             diff("by the aggregate gateway: (c) − (a)", aggregate, direct, ""),
             diff("by rmcp's streamable HTTP alone: (d) − (a)", reference, direct, ""),
             diff("by hivehost's forwarding on top of that: (b) − (d)", gateway, reference, ""),
+            diff("by the upstream's protocol (2026-07-28) alone: (e) − (a)", modern, direct, ""),
         ],
     );
 
     println!(
-        "\n2. throughput: each client its own MCP session and connection, calling echo in a loop; {:?} of \
-         calls first, then a {:?} window; CPU = utime+stime over the window, % of one core (2 cores in all)\n",
+        "\n2. throughput: each HTTP client its own MCP session and connection (the callers of (e) share one \
+         stdio session), calling echo in a loop; {:?} of calls first, then a {:?} window; CPU = utime+stime \
+         over the window, % of one core (2 cores in all)\n",
         s.loop_warmup, s.window
     );
     let rows: Vec<Vec<String>> = r
