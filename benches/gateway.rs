@@ -751,43 +751,37 @@ impl Footprint {
     }
 }
 
+/// Open and close cycles of the memory phase: later cycles show whether closed sessions' memory
+/// is reused or lost.
+const CYCLES: usize = 3;
+
 struct Memory {
     sessions: usize,
     before: Footprint,
-    open: Footprint,
-    closed: Footprint,
-    reopened: Footprint,
-    reclosed: Footprint,
+    /// Per cycle: with the sessions open, and after closing them.
+    cycles: Vec<(Footprint, Footprint)>,
+    /// Opening the first cycle's sessions, one after the other.
     open_time: Duration,
 }
 
 async fn memory(sizes: &Sizes, urls: &Urls, serve_pid: u32) -> anyhow::Result<Memory> {
     tokio::time::sleep(sizes.settle).await;
     let before = Footprint::of(serve_pid)?;
-    let mut after = Vec::new();
+    let mut cycles = Vec::with_capacity(CYCLES);
     let mut open_time = Duration::ZERO;
-    // Twice: the second time shows whether closed sessions' memory is reused or lost.
-    for round in 0..2 {
+    for cycle in 0..CYCLES {
         let opening = Instant::now();
         let clients = sessions(sizes.sessions, &urls.server, &urls.token).await?;
-        if round == 0 {
+        if cycle == 0 {
             open_time = opening.elapsed();
         }
         tokio::time::sleep(sizes.settle).await;
-        after.push(Footprint::of(serve_pid)?);
+        let open = Footprint::of(serve_pid)?;
         close_all(clients).await;
         tokio::time::sleep(sizes.settle).await;
-        after.push(Footprint::of(serve_pid)?);
+        cycles.push((open, Footprint::of(serve_pid)?));
     }
-    Ok(Memory {
-        sessions: sizes.sessions,
-        before,
-        open: after[0],
-        closed: after[1],
-        reopened: after[2],
-        reclosed: after[3],
-        open_time,
-    })
+    Ok(Memory { sessions: sizes.sessions, before, cycles, open_time })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1003,33 +997,27 @@ fn print(r: &Report<'_>) {
 
     let m = r.memory;
     println!(
-        "\n3. idle gateway sessions: {} opened (initialize only; the first {} in {:.2} s) and kept open; \
-         hivehost's VmRSS and open descriptors after {:?} of settling; then closed, then as many opened and \
-         closed again\n",
+        "\n3. idle gateway sessions: {} opened (initialize only; the first {} in {:.2} s) and kept open, \
+         then closed, {CYCLES} times; hivehost's VmRSS and open descriptors after {:?} of settling each time\n",
         m.sessions,
         m.sessions,
         m.open_time.as_secs_f64(),
         s.settle
     );
-    let at = [m.before, m.open, m.closed, m.reopened, m.reclosed];
-    let per = |f: Footprint| (f.rss_kib as f64 - m.before.rss_kib as f64) / m.sessions as f64;
-    table(
-        &["measure", "before", "open", "closed", "open again", "closed again", "per open session (first)"],
-        &[
-            {
-                let mut row = vec!["VmRSS".to_owned()];
-                row.extend(at.iter().map(|f| format!("{} KiB", f.rss_kib)));
-                row.push(format!("{:.1} KiB", per(m.open)));
-                row
-            },
-            {
-                let mut row = vec!["open descriptors".to_owned()];
-                row.extend(at.iter().map(|f| f.fds.to_string()));
-                row.push(format!("{:.2}", (m.open.fds as f64 - m.before.fds as f64) / m.sessions as f64));
-                row
-            },
-        ],
-    );
+    let kib = |f: Footprint| format!("{} KiB", f.rss_kib);
+    let per = |f: Footprint| format!("{:+.1} KiB", (f.rss_kib as f64 - m.before.rss_kib as f64) / m.sessions as f64);
+    let mut rows = vec![vec!["before".to_owned(), kib(m.before), String::new(), m.before.fds.to_string()]];
+    for (n, (open, closed)) in m.cycles.iter().enumerate() {
+        rows.push(vec![format!("cycle {}: {} open", n + 1, m.sessions), kib(*open), per(*open), open.fds.to_string()]);
+        rows.push(vec![format!("cycle {}: closed", n + 1), kib(*closed), per(*closed), closed.fds.to_string()]);
+    }
+    table(&["when", "VmRSS", "(VmRSS − before) / sessions", "open descriptors"], &rows);
+    if let Some((open, _)) = m.cycles.first() {
+        println!(
+            "\nmemory per idle gateway session (first cycle): {:.1} KiB",
+            (open.rss_kib as f64 - m.before.rss_kib as f64) / m.sessions as f64
+        );
+    }
 
     println!(
         "\nstop: SIGTERM until exit {:.3} s, exit code {:?}, hosted processes left {}, hivehost log lines {}",
