@@ -25,11 +25,12 @@
 #[path = "../tests/support/harness.rs"]
 mod harness;
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -198,7 +199,7 @@ fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let marker = format!("gateway-bench-{}", std::process::id());
     let config = write_config(dir.path(), &exe, &marker)?;
-    let (mut serve, addr, log_lines) = start_serve(dir.path(), &config)?;
+    let (mut serve, addr, log) = start_serve(dir.path(), &config)?;
     let serve_pid = serve.id();
 
     let result = (|| {
@@ -206,7 +207,6 @@ fn main() -> anyhow::Result<()> {
             harness::healthz(&addr).is_some_and(|h| h["running"] == 1 && h["servers"] == 1)
         })?;
         let token = std::fs::read_to_string(dir.path().join("api_token")).context("the API token")?.trim().to_owned();
-        let hosted = harness::marked(&marker);
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         runtime.block_on(async {
             let urls = Urls {
@@ -216,9 +216,9 @@ fn main() -> anyhow::Result<()> {
             };
             let latency = within("the latency phase", latency(&sizes, &exe, &urls)).await?;
             let memory = within("the memory phase", memory(&sizes, &urls, serve_pid)).await?;
-            let throughput =
-                within("the throughput phase", throughput(&sizes, &exe, &urls, serve_pid, &hosted)).await?;
-            anyhow::Ok((latency, memory, throughput, hosted.len()))
+            let (throughput, hosted) =
+                within("the throughput phase", throughput(&sizes, &exe, &urls, serve_pid, &marker)).await?;
+            anyhow::Ok((latency, memory, throughput, hosted))
         })
     })();
 
@@ -227,7 +227,8 @@ fn main() -> anyhow::Result<()> {
     let exit_code = serve.terminate();
     let stop = stopping.elapsed();
     let survivors = harness::marked(&marker).len();
-    let lines = log_lines.load(Ordering::Relaxed);
+    let lines = log.lines.load(Ordering::Relaxed);
+    let notable = std::mem::take(&mut *log.notable.lock().unwrap_or_else(|p| p.into_inner()));
     drop(serve);
     let dir_path = dir.path().to_owned();
     dir.close().context("removing the temporary directory")?;
@@ -245,6 +246,7 @@ fn main() -> anyhow::Result<()> {
         stop,
         survivors,
         log_lines: lines,
+        notable,
         load_before,
         load_after,
         wall: started.elapsed(),
@@ -295,9 +297,19 @@ fn write_config(dir: &Path, exe: &Path, marker: &str) -> anyhow::Result<PathBuf>
     Ok(config)
 }
 
+/// What hivehost logged: how many lines, and the notable ones (warnings, errors, state changes).
+#[derive(Default)]
+struct Log {
+    lines: AtomicU64,
+    notable: Mutex<Vec<String>>,
+}
+
+/// At most this many notable lines are kept.
+const NOTABLE: usize = 40;
+
 /// Starts the binary under test; returns it (stopped when dropped), its address (from its log)
-/// and a count of its log lines.
-fn start_serve(dir: &Path, config: &Path) -> anyhow::Result<(harness::Serve, String, Arc<AtomicU64>)> {
+/// and what it logs.
+fn start_serve(dir: &Path, config: &Path) -> anyhow::Result<(harness::Serve, String, Arc<Log>)> {
     #[allow(clippy::disallowed_methods, reason = "the bench starts the binary under test")]
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hivehost"));
     let mut child = cmd
@@ -312,12 +324,18 @@ fn start_serve(dir: &Path, config: &Path) -> anyhow::Result<(harness::Serve, Str
         .context("starting hivehost")?;
     let stderr = child.stderr.take().context("hivehost's stderr")?;
     let serve = harness::Serve(child);
-    let lines = Arc::new(AtomicU64::new(0));
-    let counted = lines.clone();
+    let log = Arc::new(Log::default());
+    let counted = log.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            counted.fetch_add(1, Ordering::Relaxed);
+            counted.lines.fetch_add(1, Ordering::Relaxed);
+            if [" WARN ", " ERROR ", " state server="].iter().any(|p| line.contains(p)) {
+                let mut notable = counted.notable.lock().unwrap_or_else(|p| p.into_inner());
+                if notable.len() < NOTABLE {
+                    notable.push(line.clone());
+                }
+            }
             if let Some(at) = line.find("listening on http://") {
                 let addr = line[at + "listening on http://".len()..].split_whitespace().next().unwrap_or("").to_owned();
                 let _ = tx.send(addr);
@@ -325,7 +343,7 @@ fn start_serve(dir: &Path, config: &Path) -> anyhow::Result<(harness::Serve, Str
         }
     });
     match rx.recv_timeout(DEADLINE) {
-        Ok(addr) => Ok((serve, addr, lines)),
+        Ok(addr) => Ok((serve, addr, log)),
         Err(_) => bail!("hivehost never logged its address"),
     }
 }
@@ -595,8 +613,10 @@ async fn throughput(
     exe: &Path,
     urls: &Urls,
     serve_pid: u32,
-    hosted: &[u32],
-) -> anyhow::Result<Vec<Throughput>> {
+    marker: &str,
+) -> anyhow::Result<(Vec<Throughput>, BTreeSet<u32>)> {
+    // The hosted echo server's pids, found before each gateway window (a restart would change them).
+    let mut hosted_seen = BTreeSet::new();
     let mut results = Vec::new();
 
     let most = sizes.concurrency[1];
@@ -619,7 +639,9 @@ async fn throughput(
     for n in [1, sizes.concurrency[0], most] {
         let clients = sessions(n, &urls.server, &urls.token).await?;
         let peers = clients.iter().map(|c| c.peer().clone()).collect();
-        let measured = run_window(sizes, peers, serve_pid, hosted.to_vec()).await?;
+        let hosted = harness::marked(marker);
+        hosted_seen.extend(&hosted);
+        let measured = run_window(sizes, peers, serve_pid, hosted).await?;
         let label = format!("(b) gateway /servers/echo/mcp, {n} client{}", if n == 1 { "" } else { "s" });
         results.push(measured.labelled(Way::Gateway, &label, n));
         close_all(clients).await;
@@ -636,7 +658,7 @@ async fn throughput(
     ));
     close_all(clients).await;
     http_echo.close().await?;
-    Ok(results)
+    Ok((results, hosted_seen))
 }
 
 /// `n` sessions at `url`, opened one after the other.
@@ -833,11 +855,12 @@ struct Report<'a> {
     latency: &'a Latency,
     memory: &'a Memory,
     throughput: &'a [Throughput],
-    hosted: usize,
+    hosted: BTreeSet<u32>,
     exit_code: Option<i32>,
     stop: Duration,
     survivors: usize,
     log_lines: u64,
+    notable: Vec<String>,
     load_before: String,
     load_after: String,
     wall: Duration,
@@ -977,7 +1000,10 @@ fn print(r: &Report<'_>) {
         ],
         &rows,
     );
-    println!("(the hosted echo server: {} process found by its marker)", r.hosted);
+    println!(
+        "(the hosted echo server, found by its marker before each gateway window: pid {})",
+        r.hosted.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+    );
 
     let best =
         r.throughput.iter().filter(|t| t.way == Way::Gateway).max_by(|a, b| a.per_second().total_cmp(&b.per_second()));
@@ -1026,4 +1052,8 @@ fn print(r: &Report<'_>) {
         r.survivors,
         r.log_lines
     );
+    println!("hivehost's warnings, errors and state changes (at most {NOTABLE}):");
+    for line in &r.notable {
+        println!("    {line}");
+    }
 }
