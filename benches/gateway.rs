@@ -291,6 +291,11 @@ fn write_config(dir: &Path, exe: &Path, marker: &str) -> anyhow::Result<PathBuf>
         // The sandbox's mount view would hide the bench binary in target/.
         "sandboxed": false,
         "resource_limits": { "cpu_percent": 200 },
+        // No MCP ping during the run: hivehost pings over its 2026-07-28 upstream session, where an
+        // rmcp 3.11 server answers `ping` with -32601 once a call has selected that lifecycle, so
+        // three failed pings (about a minute after the first call) would restart the server
+        // mid-measurement. See benches/README.md.
+        "health_check_interval": 3600,
         "shutdown_timeout": 5
     });
     std::fs::write(server.join("server_config.json"), serde_json::to_vec_pretty(&cfg)?)?;
