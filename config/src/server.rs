@@ -632,7 +632,10 @@ fn read_health(o: &mut Obj<'_>, diags: &mut Diags, transport: Transport) -> (Opt
         failures_before_restart: failures.unwrap_or(d.failures_before_restart),
     };
     let both_valid = (interval_field.is_none() || interval.is_some()) && (timeout_field.is_none() || timeout.is_some());
-    if both_valid && health.timeout >= health.interval {
+    // The MCP ping's default timeout shrinks to half a short interval (see `spec_for`); one given
+    // explicitly, or an HTTP check's, must be shorter than the interval.
+    let checked = url_given || timeout_field.is_some();
+    if both_valid && checked && health.timeout >= health.interval {
         let path = timeout_field.as_ref().map_or_else(|| o.key_path("health_check_timeout"), |f| f.path.clone());
         diags.error(
             &path,

@@ -745,6 +745,13 @@ fn health_check_is_http_with_a_timeout_below_the_interval() {
             failures_before_restart: 2
         }
     );
+    // A short ping interval alone is valid: the default timeout becomes half of it.
+    let short = check_server(&server(r#""health_check_interval": 2"#), Expect::Clean).expect("valid");
+    assert_eq!(short.ping.interval, Some(Duration::from_secs(2)));
+    check_server(
+        &server(r#""health_check_interval": 2, "health_check_timeout": 3"#),
+        Expect::Errors(&["health_check_timeout: the timeout (3s) must be shorter than health_check_interval (2s)"]),
+    );
     check_server(
         &server(r#""transport": "none", "health_check_interval": 10, "failures_before_restart": 2"#),
         Expect::Warnings(&[
