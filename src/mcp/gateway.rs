@@ -239,14 +239,20 @@ impl Relay {
     /// upstream handler in a task of its own, so progress the server sent just before its answer
     /// can reach the link just after it; the client drops progress that comes after the answer.
     async fn flush(&mut self) {
-        if self.complete {
-            return;
+        // A request that did not report progress (most calls) only takes what has already
+        // arrived, without touching the timer (a zero timeout still waits for its next tick).
+        while !self.seen {
+            match self.rx.try_recv() {
+                Ok(ServerNotification::ProgressNotification(n)) if n.params.progress_token == self.upstream_token => {
+                    self.pass_on(n).await;
+                }
+                Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                Err(_) => return,
+            }
         }
-        // A request that reported progress waits briefly for the rest; one that did not (most
-        // calls) only takes what has already arrived.
-        let grace = if self.seen { PROGRESS_GRACE } else { Duration::ZERO };
+        // One that did waits briefly for the rest.
         while !self.complete {
-            match tokio::time::timeout(grace, self.next()).await {
+            match tokio::time::timeout(PROGRESS_GRACE, self.next()).await {
                 Ok(n) => self.pass_on(n).await,
                 Err(_) => return,
             }
