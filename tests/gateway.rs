@@ -69,12 +69,18 @@ fn logged(addr: &str, token: &str, id: &str, text: &str) -> bool {
 
 /// Runs the Python SDK client against `url` with `calls`; returns its report.
 fn python_client(url: &str, token: &str, calls: Value) -> Value {
+    python_client_with(url, token, calls, &[])
+}
+
+/// [`python_client`] with more arguments (`extras`: resources, prompts and completions too).
+fn python_client_with(url: &str, token: &str, calls: Value, more: &[&str]) -> Value {
     let venv = peers::python_mcp_venv();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp/gateway_client.py");
     #[allow(clippy::disallowed_methods, reason = "the test runs a real MCP client")]
     let mut child = std::process::Command::new(venv.join("bin/python"))
         .arg(&script)
         .args([url, token, &calls.to_string()])
+        .args(more)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -165,13 +171,14 @@ fn hosted_servers_answer_the_python_sdk_and_rmcp_through_the_gateway() {
     assert_eq!(example["server"], "example-server", "{example}");
     assert_eq!(example["tools"], json!(["process"]), "{example}");
     assert_eq!(example["calls"][0]["text"], "Processed: via the gateway", "{example}");
-    let node = python_client(
+    let node = python_client_with(
         &format!("{base}/servers/node-echo/mcp"),
         &token,
         json!([
             { "tool": "add", "args": { "a": 2, "b": 3 } },
             { "tool": "slow", "args": { "ms": 300, "steps": 3 } },
         ]),
+        &["extras"],
     );
     assert_eq!(node["server"], "node-echo", "{node}");
     assert_eq!(node["tools"], json!(["add", "echo", "slow"]), "{node}");
@@ -179,6 +186,18 @@ fn hosted_servers_answer_the_python_sdk_and_rmcp_through_the_gateway() {
     // The server's progress reached the client under the client's own token.
     assert_eq!(node["calls"][1]["progress"], json!([1.0, 2.0, 3.0]), "{node}");
     assert_eq!(node["calls"][1]["text"], "slept 300 ms", "{node}");
+    // Resources, prompts and completions are forwarded too.
+    assert_eq!(
+        node["extras"],
+        json!({
+            "resources": ["hive://greeting"],
+            "read": "hello from node-echo",
+            "prompts": ["shout"],
+            "prompt": "Shout HIVE!",
+            "completions": ["hello", "hive", "honey"],
+        }),
+        "{node}"
+    );
 
     // The Python SDK, through the aggregate.
     let all = python_client(
