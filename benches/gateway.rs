@@ -728,8 +728,8 @@ async fn run_window(
     }
     let sampled = tokio::task::spawn_blocking(move || -> anyhow::Result<([u64; 3], Duration)> {
         let read = || -> anyhow::Result<[u64; 3]> {
-            let server: u64 = server.iter().map(|p| cpu_ticks(&p.to_string()).unwrap_or(0)).sum();
-            Ok([cpu_ticks(&serve_pid.to_string())?, server, cpu_ticks("self")?])
+            let server: u64 = server.iter().map(|p| harness::cpu_ticks(p).unwrap_or(0)).sum();
+            Ok([harness::cpu_ticks(serve_pid)?, server, harness::cpu_ticks("self")?])
         };
         std::thread::sleep(opens.saturating_duration_since(Instant::now()));
         let before = read()?;
@@ -746,7 +746,7 @@ async fn run_window(
         errors += failed;
     }
     let (ticks, elapsed) = sampled.await??;
-    let percent = |t: u64| t as f64 / clock_ticks_per_second() / elapsed.as_secs_f64() * 100.0;
+    let percent = |t: u64| t as f64 / harness::clock_ticks_per_second() / elapsed.as_secs_f64() * 100.0;
     Ok(Throughput {
         way: Way::Direct,
         label: String::new(),
@@ -812,24 +812,6 @@ async fn memory(sizes: &Sizes, urls: &Urls, serve_pid: u32) -> anyhow::Result<Me
 
 // ---------------------------------------------------------------------------------------------
 // /proc.
-
-/// utime + stime of `pid` (a number or `self`), in clock ticks, from /proc/PID/stat.
-fn cpu_ticks(pid: &str) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The command name is in parentheses and may hold spaces: count fields after the last ')'.
-    let rest = stat.rfind(')').map(|at| &stat[at + 1..]).context("malformed /proc/PID/stat")?;
-    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
-    // Fields 14 (utime) and 15 (stime) of proc(5); `rest` starts at field 3.
-    let utime: u64 = fields.get(11).context("no utime")?.parse()?;
-    let stime: u64 = fields.get(12).context("no stime")?.parse()?;
-    Ok(utime + stime)
-}
-
-fn clock_ticks_per_second() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 { ticks as f64 } else { 100.0 }
-}
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;

@@ -80,14 +80,14 @@ fn phase(servers: usize, metrics_interval_s: u64, sizes: &Sizes) -> anyhow::Resu
         let ready = started.elapsed();
         std::thread::sleep(sizes.settle);
         let lines_before = log_lines.load(Ordering::Relaxed);
-        let ticks_before = cpu_ticks(pid)?;
+        let ticks_before = harness::cpu_ticks(pid)?;
         let window_start = Instant::now();
         std::thread::sleep(sizes.window);
-        let ticks = cpu_ticks(pid)? - ticks_before;
+        let ticks = harness::cpu_ticks(pid)? - ticks_before;
         let elapsed = window_start.elapsed();
         let own_log_lines = log_lines.load(Ordering::Relaxed) - lines_before;
         let status = proc_status(pid)?;
-        let cpu_percent = ticks as f64 / clock_ticks_per_second() / elapsed.as_secs_f64() * 100.0;
+        let cpu_percent = ticks as f64 / harness::clock_ticks_per_second() / elapsed.as_secs_f64() * 100.0;
         anyhow::Ok((ready, status, cpu_percent, own_log_lines))
     })();
     // Stop it whatever happened, and time the stop.
@@ -154,11 +154,11 @@ fn minimal_supervisor(sizes: &Sizes) -> anyhow::Result<Reference> {
     }
     let ready = started.elapsed();
     std::thread::sleep(sizes.settle);
-    let ticks_before = cpu_ticks(pid)?;
+    let ticks_before = harness::cpu_ticks(pid)?;
     let window_start = Instant::now();
     std::thread::sleep(sizes.window);
-    let ticks = cpu_ticks(pid)? - ticks_before;
-    let cpu_percent = ticks as f64 / clock_ticks_per_second() / window_start.elapsed().as_secs_f64() * 100.0;
+    let ticks = harness::cpu_ticks(pid)? - ticks_before;
+    let cpu_percent = ticks as f64 / harness::clock_ticks_per_second() / window_start.elapsed().as_secs_f64() * 100.0;
     let rss_kib = proc_status(pid)?.rss_kib;
     let stopping = Instant::now();
     // SAFETY: kill(2) on the pid of the child this bench started and has not reaped.
@@ -270,24 +270,6 @@ fn wait_exit(child: &mut Child) -> anyhow::Result<std::process::ExitStatus> {
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-}
-
-/// utime + stime of `pid`, in clock ticks, from /proc/PID/stat.
-fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The command name is in parentheses and may hold spaces: count fields after the last ')'.
-    let rest = stat.rfind(')').map(|at| &stat[at + 1..]).context("malformed /proc/PID/stat")?;
-    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
-    // Fields 14 (utime) and 15 (stime) of proc(5); `rest` starts at field 3.
-    let utime: u64 = fields.get(11).context("no utime")?.parse()?;
-    let stime: u64 = fields.get(12).context("no stime")?.parse()?;
-    Ok(utime + stime)
-}
-
-fn clock_ticks_per_second() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 { ticks as f64 } else { 100.0 }
 }
 
 struct ProcStatus {

@@ -395,6 +395,22 @@ impl ServerHandler for HostingTools {
     }
 }
 
+/// The next message of `rx` that `keep` accepts, past what a slow receiver missed; `None` once
+/// the channel is closed. Every relay of the gateway reads its broadcast channel this way.
+pub(crate) async fn next_where<T: Clone>(
+    rx: &mut tokio::sync::broadcast::Receiver<T>,
+    keep: impl Fn(&T) -> bool,
+) -> Option<T> {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match rx.recv().await {
+            Ok(message) if keep(&message) => return Some(message),
+            Ok(_) | Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => return None,
+        }
+    }
+}
+
 /// The streamable HTTP settings of every MCP endpoint: requests may be as large as a base64
 /// upload of the largest package the config accepts; the `Host` header must name a loopback host
 /// or the configured `dashboard.host` (DNS rebinding).

@@ -194,7 +194,7 @@ impl McpLink {
         self.state.send_replace(state);
     }
 
-    /// Marks the link waiting or down, unless `generation`'s session is up and still open.
+    /// Marks the link waiting or down, unless a session is up and still open.
     pub(crate) fn set_unless_up(&self, state: LinkState) {
         self.state.send_if_modified(|now| {
             if matches!(now, LinkState::Up(up) if !up.peer.is_transport_closed()) {

@@ -34,23 +34,17 @@ pub struct ServerStatus {
     pub usage: Option<MetricsSample>,
     pub logs: LogCounters,
     pub sandbox: SandboxStatus,
-    /// Whether the gateway can reach it over MCP now (a stdio server with a live session).
-    pub mcp_live: bool,
-    /// The live session's protocol version and the server's name and version, as it gave them.
+    /// The live MCP session (a stdio server the gateway can reach now): its protocol version and
+    /// the server's name and version, as it gave them.
     pub mcp_session: Option<(String, String)>,
     /// Its use through the gateway: sessions and calls, across incarnations.
     pub gateway: LinkStats,
 }
 
-/// Whether `state` is a live MCP session.
-pub(crate) fn live(state: &LinkState) -> bool {
-    matches!(state, LinkState::Up(up) if !up.peer.is_transport_closed())
-}
-
 /// The protocol version and the server's name and version of a live session.
 pub(crate) fn session(state: &LinkState) -> Option<(String, String)> {
     match state {
-        LinkState::Up(up) if live(state) => {
+        LinkState::Up(up) if !up.peer.is_transport_closed() => {
             let server = up.info.server_info.as_ref().map_or_else(String::new, |i| format!("{} {}", i.name, i.version));
             Some((up.info.protocol_version.to_string(), server))
         }

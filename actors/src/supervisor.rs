@@ -863,7 +863,6 @@ fn status_of(entry: &Entry) -> ServerStatus {
         usage: entry.metrics.latest(),
         logs: entry.logs.counters(),
         sandbox: entry.sandbox.clone(),
-        mcp_live: crate::status::live(&entry.link.state()),
         mcp_session: crate::status::session(&entry.link.state()),
         gateway: entry.link.stats(),
     }

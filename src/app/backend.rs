@@ -26,7 +26,7 @@ pub(crate) fn status_view(s: &actors::ServerStatus) -> Value {
         "usage": s.usage.map(|u| json!({ "cpu_percent": u.cpu_percent, "rss_bytes": u.rss_bytes, "processes": u.processes })),
         "logs": { "lines": s.logs.lines, "truncated": s.logs.truncated, "dropped": s.logs.dropped },
         "sandbox": sandbox_view(&s.sandbox),
-        "mcp_live": s.mcp_live,
+        "mcp_live": s.mcp_session.is_some(),
         "mcp_session": s.mcp_session.as_ref().map(|(protocol, server)| json!({ "protocol": protocol, "server": server })),
         "gateway": {
             "sessions": s.gateway.sessions,

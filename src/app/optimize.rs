@@ -37,7 +37,7 @@ impl App {
         for status in self.supervisor().list().await.context("asking the supervisor")? {
             // Only a server reachable over MCP now can be judged idle: calls are counted from the
             // start of its incarnation (or of this hivehost), not across restarts of hivehost.
-            if status.mcp_live {
+            if status.mcp_session.is_some() {
                 let since = status.started_at.map(crate::store::millis);
                 calls.insert(status.id, (status.gateway.last_call_ms, since));
             }

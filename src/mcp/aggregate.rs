@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::gateway::{forward_on, tool_response};
+use super::next_where;
 use crate::App;
 
 /// Between a server's name and its tool's.
@@ -76,14 +77,10 @@ async fn watch(app: Arc<App>, changed: broadcast::Sender<()>) {
     let follow = |link: Arc<McpLink>, changed: broadcast::Sender<()>| {
         tokio::spawn(async move {
             let mut rx = link.notifications();
-            loop {
-                match rx.recv().await {
-                    Ok(ServerNotification::ToolListChangedNotification(_)) => {
-                        let _ = changed.send(());
-                    }
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => return,
-                }
+            let tools_changed =
+                |n: &ServerNotification| matches!(n, ServerNotification::ToolListChangedNotification(_));
+            while next_where(&mut rx, tools_changed).await.is_some() {
+                let _ = changed.send(());
             }
         })
     };
@@ -261,14 +258,14 @@ impl ServerHandler for AggregateProxy {
         loop {
             tokio::select! {
                 () = context.cancelled() => return Ok(()),
-                received = changes.recv() => match received {
-                    Ok(()) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                        settle(&mut changes).await;
-                        let changed = ServerNotification::ToolListChangedNotification(Default::default());
-                        let _ = context.sink().send(changed).await;
+                received = next_where(&mut changes, |_| true) => {
+                    if received.is_none() {
+                        return Ok(());
                     }
-                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
-                },
+                    settle(&mut changes).await;
+                    let changed = ServerNotification::ToolListChangedNotification(Default::default());
+                    let _ = context.sink().send(changed).await;
+                }
             }
         }
     }
@@ -284,15 +281,10 @@ async fn settle(changes: &mut broadcast::Receiver<()>) {
 
 /// Tells one client session that the tool list changed, once per burst of changes.
 async fn relay_changes(mut changes: broadcast::Receiver<()>, client: Peer<RoleServer>) {
-    loop {
-        match changes.recv().await {
-            Ok(()) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                settle(&mut changes).await;
-                if client.notify_tool_list_changed().await.is_err() {
-                    return;
-                }
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
+    while next_where(&mut changes, |_| true).await.is_some() {
+        settle(&mut changes).await;
+        if client.notify_tool_list_changed().await.is_err() {
+            return;
         }
     }
 }

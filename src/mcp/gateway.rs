@@ -33,6 +33,7 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::next_where;
 use crate::App;
 
 /// How long a request waits for a restarting server before it fails.
@@ -217,14 +218,11 @@ struct Relay {
 impl Relay {
     /// The next progress notification of this request.
     async fn next(&mut self) -> rmcp::model::ProgressNotification {
-        loop {
-            match self.rx.recv().await {
-                Ok(ServerNotification::ProgressNotification(n)) if n.params.progress_token == self.upstream_token => {
-                    return n;
-                }
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
-            }
+        let token = &self.upstream_token;
+        let ours = |n: &ServerNotification| matches!(n, ServerNotification::ProgressNotification(n) if n.params.progress_token == *token);
+        match next_where(&mut self.rx, ours).await {
+            Some(ServerNotification::ProgressNotification(n)) => n,
+            _ => std::future::pending().await,
         }
     }
 
@@ -537,12 +535,11 @@ impl ServerHandler for ServerProxy {
         loop {
             tokio::select! {
                 () = context.cancelled() => return Ok(()),
-                received = rx.recv() => match received {
-                    Ok(notification) if is_session_notification(&notification) => {
+                received = next_where(&mut rx, is_session_notification) => match received {
+                    Some(notification) => {
                         let _ = context.sink().send(notification).await;
                     }
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                    None => return Ok(()),
                 },
             }
         }
@@ -563,15 +560,9 @@ fn is_session_notification(notification: &ServerNotification) -> bool {
 
 /// Passes the server's logging and list-changed notifications on to one client session.
 async fn relay_session(mut rx: broadcast::Receiver<ServerNotification>, client: Peer<RoleServer>) {
-    loop {
-        match rx.recv().await {
-            Ok(notification) if is_session_notification(&notification) => {
-                if client.send_notification(notification).await.is_err() {
-                    return;
-                }
-            }
-            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-            Err(broadcast::error::RecvError::Closed) => return,
+    while let Some(notification) = next_where(&mut rx, is_session_notification).await {
+        if client.send_notification(notification).await.is_err() {
+            return;
         }
     }
 }

@@ -184,3 +184,23 @@ pub(crate) fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> 
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// utime + stime of `pid` (a number or `self`), in clock ticks, from /proc/PID/stat.
+pub(crate) fn cpu_ticks(pid: impl std::fmt::Display) -> anyhow::Result<u64> {
+    use anyhow::Context;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name is in parentheses and may hold spaces: count fields after the last ')'.
+    let rest = stat.rfind(')').map(|at| &stat[at + 1..]).context("malformed /proc/PID/stat")?;
+    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+    // Fields 14 (utime) and 15 (stime) of proc(5); `rest` starts at field 3.
+    let utime: u64 = fields.get(11).context("no utime")?.parse()?;
+    let stime: u64 = fields.get(12).context("no stime")?.parse()?;
+    Ok(utime + stime)
+}
+
+/// Clock ticks per second, for [`cpu_ticks`].
+pub(crate) fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as f64 } else { 100.0 }
+}
