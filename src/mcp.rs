@@ -20,6 +20,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 pub mod aggregate;
+mod fast;
 pub mod gateway;
 
 use crate::App;
@@ -472,8 +473,11 @@ async fn per_server(
     request: axum::extract::Request,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    match gateway.service(&id).await {
-        Ok(service) => service.handle(request).await.map(axum::body::Body::new),
+    match gateway.endpoint(&id).await {
+        Ok(endpoint) => match endpoint.fast.serve(request).await {
+            fast::Outcome::Answered(response) => response,
+            fast::Outcome::Pass(request) => endpoint.service.handle(request).await.map(axum::body::Body::new),
+        },
         Err(err @ gateway::GatewayError::NotFound(_)) => (
             axum::http::StatusCode::NOT_FOUND,
             axum::Json(json!({"error": {"code": "not_found", "message": err.to_string()}})),

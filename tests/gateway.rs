@@ -221,6 +221,7 @@ fn hosted_servers_answer_the_python_sdk_and_rmcp_through_the_gateway() {
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(rmcp_part(Arc::new((addr.clone(), token.clone()))));
+    runtime.block_on(raw_part(Arc::new((addr.clone(), token.clone()))));
 
     // The gateway's use shows in the server's status.
     let node_status = state(&addr, &token, "node-echo");
@@ -349,6 +350,87 @@ async fn rmcp_part(at: Arc<(String, String)>) {
             .unwrap();
     assert_eq!(text(&result), "back");
     let _ = all.cancel().await;
+}
+
+/// A session's messages as plain HTTP, to see the answers themselves: a forwarded call is answered
+/// as JSON, a call that reports progress as SSE, and ending the session cancels its calls upstream.
+async fn raw_part(at: Arc<(String, String)>) {
+    let (addr, token) = (at.0.clone(), at.1.clone());
+    let url = format!("http://{addr}/servers/node-echo/mcp");
+    let http = reqwest::Client::new();
+    let post = |session: Option<&str>, body: Value| {
+        let mut request = http
+            .post(&url)
+            .bearer_auth(&token)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(session) = session {
+            request = request.header("mcp-session-id", session).header("mcp-protocol-version", "2025-11-25");
+        }
+        request.send()
+    };
+    let initialize = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": { "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": { "name": "raw", "version": "1" } }
+    });
+    let answer = within("initialize", post(None, initialize)).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let session = answer.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let _ = within("the initialize answer", answer.text()).await.unwrap();
+    let initialized = json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
+    assert_eq!(within("initialized", post(Some(&session), initialized)).await.unwrap().status(), 202);
+
+    // A plain call: one JSON answer with the client's own id.
+    let echo = json!({ "jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": { "name": "echo", "arguments": { "text": "raw" } } });
+    let answer = within("a call", post(Some(&session), echo)).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.headers()["content-type"], "application/json");
+    let body: Value = within("its answer", answer.json()).await.unwrap();
+    assert_eq!(body["id"], 7, "{body}");
+    assert_eq!(body["result"]["content"][0]["text"], "raw", "{body}");
+
+    // A call that reports progress: SSE, the progress under the client's token, then the answer.
+    let slow = json!({
+        "jsonrpc": "2.0", "id": "eight", "method": "tools/call",
+        "params": { "name": "slow", "arguments": { "ms": 300, "steps": 3 }, "_meta": { "progressToken": "mine" } }
+    });
+    let answer = within("a call with progress", post(Some(&session), slow)).await.unwrap();
+    assert_eq!(answer.headers()["content-type"], "text/event-stream");
+    let text = within("its events", answer.text()).await.unwrap();
+    let events: Vec<Value> =
+        text.lines().filter_map(|l| l.strip_prefix("data: ")).map(|d| serde_json::from_str(d).unwrap()).collect();
+    let progress: Vec<&Value> = events.iter().filter(|e| e["method"] == "notifications/progress").collect();
+    assert_eq!(progress.len(), 3, "{text}");
+    assert!(progress.iter().all(|p| p["params"]["progressToken"] == "mine"), "{text}");
+    let last = events.last().unwrap();
+    assert_eq!(
+        (&last["id"], &last["result"]["content"][0]["text"]),
+        (&json!("eight"), &json!("slept 300 ms")),
+        "{text}"
+    );
+
+    // Ending the session cancels its call in flight upstream, and the session is gone.
+    let long = json!({ "jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": { "name": "slow", "arguments": { "ms": 30_002 } } });
+    let pending = tokio::spawn(post(Some(&session), long));
+    let (a, t) = (addr.clone(), token.clone());
+    blocking(move || wait_until("the call runs", DEADLINE, || logged(&a, &t, "node-echo", "slow: started 30002")))
+        .await;
+    let deleted = within("DELETE", http.delete(&url).bearer_auth(&token).header("mcp-session-id", &session).send())
+        .await
+        .unwrap();
+    assert!(deleted.status().is_success(), "{}", deleted.status());
+    let (a, t) = (addr.clone(), token.clone());
+    blocking(move || {
+        wait_until("the server saw the cancel", DEADLINE, || logged(&a, &t, "node-echo", "slow: cancelled 30002"))
+    })
+    .await;
+    let answer = within("the cancelled call's answer", pending).await.unwrap().unwrap();
+    let body = within("its body", answer.text()).await.unwrap();
+    assert!(body.contains("cancelled"), "{body}");
+    let echo = json!({ "jsonrpc": "2.0", "id": 10, "method": "tools/call", "params": { "name": "echo", "arguments": { "text": "x" } } });
+    let answer = within("a call in the ended session", post(Some(&session), echo)).await.unwrap();
+    assert_eq!(answer.status(), 404);
 }
 
 #[test]

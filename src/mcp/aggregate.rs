@@ -20,7 +20,7 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::gateway::{forward_on, tool_response};
+use super::gateway::{Caller, forward_on, tool_response};
 use super::next_where;
 use crate::App;
 
@@ -246,7 +246,7 @@ impl ServerHandler for AggregateProxy {
         };
         request.name = tool.to_owned().into();
         let forwarded = ClientRequest::CallToolRequest(CallToolRequest::new(request));
-        tool_response(forward_on(&link, self.shared.patience, forwarded, &context).await)
+        tool_response(forward_on(&link, self.shared.patience, forwarded, Caller::of(&context)).await)
     }
 
     fn accepted_subscription_filter(&self, requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {

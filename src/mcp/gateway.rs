@@ -33,6 +33,7 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::fast::FastPath;
 use super::next_where;
 use crate::App;
 
@@ -46,7 +47,16 @@ pub struct Gateway {
     app: Arc<App>,
     cancel: CancellationToken,
     patience: Duration,
-    services: Mutex<HashMap<String, (Arc<McpLink>, ProxyService)>>,
+    endpoints: Mutex<HashMap<String, Endpoint>>,
+}
+
+/// One server's `/servers/{id}/mcp`: rmcp's streamable HTTP service for sessions and everything
+/// else, and the fast path for the calls of those sessions.
+#[derive(Clone)]
+pub struct Endpoint {
+    link: Arc<McpLink>,
+    pub(super) service: ProxyService,
+    pub(super) fast: Arc<FastPath>,
 }
 
 /// Why the gateway has no endpoint for a server.
@@ -60,7 +70,7 @@ pub enum GatewayError {
 
 impl Gateway {
     pub fn new(app: Arc<App>, cancel: CancellationToken) -> Arc<Gateway> {
-        Arc::new(Gateway { app, cancel, patience: DEFAULT_PATIENCE, services: Mutex::new(HashMap::new()) })
+        Arc::new(Gateway { app, cancel, patience: DEFAULT_PATIENCE, endpoints: Mutex::new(HashMap::new()) })
     }
 
     /// How long a request waits for a restarting server.
@@ -68,39 +78,43 @@ impl Gateway {
         self.patience
     }
 
-    /// The streamable HTTP service of server `id`.
-    pub async fn service(&self, id: &str) -> Result<ProxyService, GatewayError> {
-        if let Some((link, service)) = self.services.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
+    /// The endpoint of server `id`.
+    pub async fn endpoint(&self, id: &str) -> Result<Endpoint, GatewayError> {
+        if let Some(endpoint) = self.endpoints.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
             // A deleted server's link stays down for good; a server added again has a new one.
-            if !link.is_down() {
-                return Ok(service.clone());
+            if !endpoint.link.is_down() {
+                return Ok(endpoint.clone());
             }
         }
         let link = self.app.supervisor().link(id).await.map_err(|err| match err {
             actors::ActorsError::NotFound(id) => GatewayError::NotFound(id),
             other => GatewayError::Supervisor(other.to_string()),
         })?;
-        let mut services = self.services.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((known, service)) = services.get(id)
-            && Arc::ptr_eq(known, &link)
+        let mut endpoints = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(known) = endpoints.get(id)
+            && Arc::ptr_eq(&known.link, &link)
         {
-            return Ok(service.clone());
+            return Ok(known.clone());
         }
-        let service = proxy_service(link.clone(), self.patience, self.app.config(), self.cancel.child_token());
-        services.insert(id.to_owned(), (link, service.clone()));
-        Ok(service)
+        let endpoint = endpoint(link, self.patience, self.app.config(), self.cancel.child_token());
+        endpoints.insert(id.to_owned(), endpoint.clone());
+        Ok(endpoint)
     }
 }
 
-/// The streamable HTTP service of one server's link.
-fn proxy_service(
+/// The endpoint of one server's link.
+fn endpoint(
     link: Arc<McpLink>,
     patience: Duration,
     config: &config::HostConfig,
     cancel: CancellationToken,
-) -> ProxyService {
-    let config = super::http_config(config, cancel);
-    StreamableHttpService::new(move || Ok(ServerProxy::new(link.clone(), patience)), Default::default(), config)
+) -> Endpoint {
+    let http = super::http_config(config, cancel);
+    let sessions = Arc::new(LocalSessionManager::default());
+    let fast = Arc::new(FastPath::new(link.clone(), patience, &http, sessions.clone()));
+    let proxied = link.clone();
+    let service = StreamableHttpService::new(move || Ok(ServerProxy::new(proxied.clone(), patience)), sessions, http);
+    Endpoint { link, service, fast }
 }
 
 /// One client session of one hosted server.
@@ -129,8 +143,34 @@ impl ServerProxy {
     /// Forwards `request` upstream and waits for its answer, relaying its progress and cancelling
     /// it upstream if the client cancels or goes away.
     async fn forward(&self, request: ClientRequest, ctx: &RequestContext<RoleServer>) -> Result<ServerResult, Failure> {
-        forward_on(&self.link, self.patience, request, ctx).await
+        forward_on(&self.link, self.patience, request, Caller::of(ctx)).await
     }
+}
+
+/// Who a forwarded request answers to: where its progress goes, and what cancels it.
+pub(super) struct Caller {
+    /// The client's progress token, and where progress under it goes.
+    pub(super) progress: Option<(ProgressToken, ProgressOut)>,
+    /// Cancelled when the client cancels the request or goes away.
+    pub(super) cancel: CancellationToken,
+}
+
+impl Caller {
+    /// A request an rmcp session of the gateway received.
+    pub(super) fn of(ctx: &RequestContext<RoleServer>) -> Caller {
+        Caller {
+            progress: ctx.meta.get_progress_token().map(|token| (token, ProgressOut::Session(ctx.peer.clone()))),
+            cancel: ctx.ct.clone(),
+        }
+    }
+}
+
+/// Where a forwarded request's progress goes.
+pub(super) enum ProgressOut {
+    /// To the client's session, through rmcp.
+    Session(Peer<RoleServer>),
+    /// Into the answer of the request's own HTTP POST (the fast path, `super::fast`).
+    Reply(tokio::sync::mpsc::UnboundedSender<ServerNotification>),
 }
 
 /// Forwards `request` over `link`'s live session, waiting up to `patience` for one. A request that
@@ -140,13 +180,13 @@ pub(super) async fn forward_on(
     link: &McpLink,
     patience: Duration,
     request: ClientRequest,
-    ctx: &RequestContext<RoleServer>,
+    mut caller: Caller,
 ) -> Result<ServerResult, Failure> {
     let mut up = link.upstream(patience).await.map_err(|err| Failure::Gateway(err.to_string()))?;
-    let mut result = forward_to(link, &up, request.clone(), ctx).await;
+    let mut result = forward_to(link, &up, request.clone(), &mut caller).await;
     if matches!(result, Err(ServiceError::TransportSend(_))) {
         up = link.upstream_after(up.generation, patience).await.map_err(|err| Failure::Gateway(err.to_string()))?;
-        result = forward_to(link, &up, request, ctx).await;
+        result = forward_to(link, &up, request, &mut caller).await;
     }
     link.count_call(result.is_ok());
     result.map_err(|err| Failure::of(err, link.id(), up.generation))
@@ -208,7 +248,7 @@ struct Relay {
     rx: broadcast::Receiver<ServerNotification>,
     upstream_token: ProgressToken,
     client_token: ProgressToken,
-    client: Peer<RoleServer>,
+    out: ProgressOut,
     /// Some progress of this request came through.
     seen: bool,
     /// The last progress reached its total.
@@ -230,7 +270,15 @@ impl Relay {
         self.seen = true;
         self.complete = n.params.total.is_some_and(|total| n.params.progress >= total);
         n.params.progress_token = self.client_token.clone();
-        let _ = self.client.send_notification(ServerNotification::ProgressNotification(n)).await;
+        let n = ServerNotification::ProgressNotification(n);
+        match &self.out {
+            ProgressOut::Session(client) => {
+                let _ = client.send_notification(n).await;
+            }
+            ProgressOut::Reply(reply) => {
+                let _ = reply.send(n);
+            }
+        }
     }
 
     /// Passes on the progress that trails the answer. rmcp hands each notification to the
@@ -265,23 +313,30 @@ async fn next_progress(relay: &mut Option<Relay>) -> rmcp::model::ProgressNotifi
     }
 }
 
-/// Forwards one request over `up`, relaying progress under the client's token and cancelling
-/// upstream when `ctx` is cancelled (the client's `notifications/cancelled`, or its session ending).
-pub(super) async fn forward_to(
+/// Forwards one request over `up`, relaying progress under the caller's token and cancelling
+/// upstream when the caller's token is cancelled (the client's `notifications/cancelled`, or its
+/// session ending). The caller's progress sink is lent to this attempt and given back after it.
+async fn forward_to(
     link: &McpLink,
     up: &Upstream,
     request: ClientRequest,
-    ctx: &RequestContext<RoleServer>,
+    caller: &mut Caller,
 ) -> Result<ServerResult, ServiceError> {
     // Subscribed before the request goes out, so no early progress is missed.
-    let progress = ctx.meta.get_progress_token().map(|token| (token, ctx.peer.clone(), link.notifications()));
-    let handle = up.peer.send_request_with_option(request, PeerRequestOptions::no_options()).await?;
+    let progress = caller.progress.take().map(|(token, out)| (token, out, link.notifications()));
+    let handle = match up.peer.send_request_with_option(request, PeerRequestOptions::no_options()).await {
+        Ok(handle) => handle,
+        Err(err) => {
+            caller.progress = progress.map(|(token, out, _)| (token, out));
+            return Err(err);
+        }
+    };
     let mut guard = CancelOnDrop { peer: up.peer.clone(), id: Some(handle.id.clone()) };
-    let mut relay = progress.map(|(client_token, client, rx)| Relay {
+    let mut relay = progress.map(|(client_token, out, rx)| Relay {
         rx,
         upstream_token: handle.progress_token.clone(),
         client_token,
-        client,
+        out,
         seen: false,
         complete: false,
     });
@@ -293,7 +348,7 @@ pub(super) async fn forward_to(
                 guard.id = None;
                 break result;
             }
-            () = ctx.ct.cancelled() => {
+            () = caller.cancel.cancelled() => {
                 break Err(ServiceError::Cancelled { reason: Some("the client cancelled it or went away".into()) });
             }
             n = next_progress(&mut relay) => {
@@ -306,6 +361,7 @@ pub(super) async fn forward_to(
     if let (Some(relay), Ok(_)) = (relay.as_mut(), &result) {
         relay.flush().await;
     }
+    caller.progress = relay.map(|relay| (relay.client_token, relay.out));
     result
 }
 
