@@ -16,6 +16,7 @@ mod spec;
 mod state;
 mod status;
 mod supervisor;
+pub mod wire;
 
 pub use error::ActorsError;
 pub use event::{Event, EventKind, Exit, describe, signal_name};
@@ -26,3 +27,4 @@ pub use spec::{HealthCheck, HealthSpec, Limits, LogSpec, ServerId, ServerSpec, T
 pub use state::ServerState;
 pub use status::{SandboxStatus, ServerStatus};
 pub use supervisor::{SupervisorConfig, SupervisorExit, SupervisorHandle};
+pub use wire::{Wire, WireError};

@@ -29,6 +29,8 @@ const NOTIFICATION_BUFFER: usize = 256;
 pub struct Upstream {
     pub generation: u64,
     pub peer: UpstreamPeer,
+    /// The incarnation's stdin and stdout, for direct requests that skip rmcp's serve loop.
+    pub wire: Arc<crate::wire::Wire>,
     /// What the server said of itself in the handshake: protocol version, capabilities, name.
     pub info: Arc<ServerPeerInfo>,
 }
@@ -232,6 +234,16 @@ impl Drop for SessionGuard {
     }
 }
 
+/// hivehost as the client of a hosted server, in the handshake and in direct requests' `_meta`.
+pub(crate) fn client_info() -> Implementation {
+    Implementation::new("hivehost", env!("CARGO_PKG_VERSION"))
+}
+
+/// What hivehost offers a hosted server as its client: nothing beyond the basics.
+pub(crate) fn client_capabilities() -> ClientCapabilities {
+    ClientCapabilities::default()
+}
+
 /// hivehost as the client of a hosted server: it passes the server's notifications on, answers
 /// pings, and refuses the server's own requests (sampling, elicitation, roots): one upstream
 /// session serves many clients, so no single one could answer them.
@@ -267,6 +279,6 @@ impl Service<RoleClient> for UpstreamHandler {
     }
 
     fn get_info(&self) -> ClientConfig {
-        ClientConfig::new(ClientCapabilities::default(), Implementation::new("hivehost", env!("CARGO_PKG_VERSION")))
+        ClientConfig::new(client_capabilities(), client_info())
     }
 }

@@ -75,7 +75,7 @@ pub(crate) enum ServerMsg {
     /// The metrics sampler measured the tree.
     Sampled(MetricsSample),
     /// The MCP handshake over stdin and stdout finished (or failed, or took too long).
-    Handshake(Result<Box<Session>, String>),
+    Handshake(Result<(Box<Session>, Arc<crate::wire::Wire>), String>),
     /// `start_timeout` passed.
     StartTimedOut,
     /// Stop on request: SIGTERM to the tree, SIGKILL after `shutdown_timeout`.
@@ -444,11 +444,13 @@ fn start_handshake(myself: &ActorRef<ServerMsg>, state: &mut ServerState) {
     let handler = state.link.handler();
     let limit = state.spec.start_timeout;
     let me = myself.clone();
+    let (wire, transport, reader) = crate::wire::Wire::open(stdin, stdout);
+    state.tasks.push(reader);
     state.tasks.push(tokio::spawn(async move {
         let lifecycle =
             ClientLifecycleMode::Auto { preferred_versions: vec![ProtocolVersion::V_2026_07_28], legacy_version: None };
-        let result = match tokio::time::timeout(limit, handler.serve_with_lifecycle((stdout, stdin), lifecycle)).await {
-            Ok(Ok(session)) => Ok(Box::new(session)),
+        let result = match tokio::time::timeout(limit, handler.serve_with_lifecycle(transport, lifecycle)).await {
+            Ok(Ok(session)) => Ok((Box::new(session), wire)),
             Ok(Err(err)) => Err(format!("the MCP handshake on its stdin and stdout failed: {err}")),
             Err(_) => Err(format!("no MCP handshake on its stdin and stdout within start_timeout ({limit:?})")),
         };
@@ -456,12 +458,16 @@ fn start_handshake(myself: &ActorRef<ServerMsg>, state: &mut ServerState) {
     }));
 }
 
-fn on_handshake(myself: &ActorRef<ServerMsg>, state: &mut ServerState, result: Result<Box<Session>, String>) {
+fn on_handshake(
+    myself: &ActorRef<ServerMsg>,
+    state: &mut ServerState,
+    result: Result<(Box<Session>, Arc<crate::wire::Wire>), String>,
+) {
     if state.exited.is_some() || state.stopping || state.kill_reason.is_some() {
         return;
     }
     match result {
-        Ok(session) => {
+        Ok((session, wire)) => {
             let Some(info) = session.peer().peer_info() else {
                 incident(state, "the MCP handshake ended without the server's info; stopping it".into());
                 kill_for(myself, state, policy::ExitKind::StartTimeout, true);
@@ -469,7 +475,14 @@ fn on_handshake(myself: &ActorRef<ServerMsg>, state: &mut ServerState, result: R
             };
             let peer = session.peer().clone();
             tracing::debug!(server = %state.spec.id, generation = state.generation, protocol = %info.protocol_version, "MCP session up");
-            state.link.set(LinkState::Up(Upstream { generation: state.generation, peer, info }));
+            if !info.protocol_version.has_initialize() {
+                wire.stamp(crate::wire::Stamp {
+                    protocol_version: info.protocol_version.clone(),
+                    client_info: crate::link::client_info(),
+                    client_capabilities: crate::link::client_capabilities(),
+                });
+            }
+            state.link.set(LinkState::Up(Upstream { generation: state.generation, peer, wire, info }));
             state.session = Some(session);
             if !http_health(&state.spec) {
                 mark_ready(state);

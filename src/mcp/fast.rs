@@ -6,8 +6,10 @@
 //! stream: about six task hand-offs in hivehost per call on top of the upstream hop, and most of
 //! what the gateway added to a call (benches/README.md, "Gateway"). This path checks what rmcp
 //! would check for such a request (the session exists; Host, Accept, Content-Type and the protocol
-//! version), sends it over the server's upstream session from the connection's own task, and
-//! answers `application/json`, or an SSE stream once the server reports progress. Everything else
+//! version), reads the message only as far as routing needs (method, id, `_meta`), sends it over
+//! the server's upstream wire ([`actors::wire`]) from the connection's own task, and answers
+//! `application/json` with the server's result as it wrote it, or an SSE stream once the server
+//! reports progress. Everything else
 //! (initialize, notifications, GET streams, DELETE, 2026-07-28 requests, anything malformed) goes
 //! to rmcp's service untouched, which answers it or says what is wrong with it.
 //!
@@ -28,16 +30,18 @@ use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use rmcp::model::{
-    CallToolResult, ClientJsonRpcMessage, ClientNotification, ClientRequest, ContentBlock, GetMeta, PingRequest,
-    ProtocolVersion, RequestId, ServerJsonRpcMessage, ServerResult,
+    CallToolResult, ClientJsonRpcMessage, ClientRequest, ContentBlock, ErrorData, PingRequest, ProgressToken,
+    ProtocolVersion, RequestId, ServerJsonRpcMessage,
 };
 use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
 use rmcp::transport::streamable_http_server::session::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::gateway::{Caller, Failure, ProgressOut, forward_on};
+use super::gateway::{Caller, Failure, ProgressOut, forward_raw};
 
 type SessionId = Arc<str>;
 
@@ -131,20 +135,35 @@ impl FastPath {
             }
         };
         let pass = |parts, bytes: Bytes| Outcome::Pass(Request::from_parts(parts, Body::from(bytes)));
-        match serde_json::from_slice::<ClientJsonRpcMessage>(&bytes) {
-            Ok(ClientJsonRpcMessage::Request(request))
-                if forwarded(&request.request) && request.request.get_meta().protocol_version().is_none() =>
+        let Ok(message) = serde_json::from_slice::<Incoming>(&bytes) else {
+            return pass(parts, bytes);
+        };
+        if message.jsonrpc != "2.0" {
+            return pass(parts, bytes);
+        }
+        let meta = message.params.as_ref().and_then(|p| p.get("_meta")).and_then(Value::as_object);
+        match (message.id, message.method.as_str()) {
+            // A request that names its own protocol version is a 2026-07-28 one: rmcp's.
+            (Some(id), method)
+                if FORWARDED.contains(&method) && !meta.is_some_and(|m| m.contains_key(PER_REQUEST_VERSION)) =>
             {
-                Outcome::Answered(self.call(session, request.id, request.request).await)
+                let client_token =
+                    meta.and_then(|m| m.get("progressToken")).and_then(|t| serde_json::from_value(t.clone()).ok());
+                Outcome::Answered(self.call(session, id, message.method, message.params, client_token).await)
             }
-            Ok(ClientJsonRpcMessage::Notification(notification)) => match notification.notification {
-                ClientNotification::CancelledNotification(cancelled)
-                    if cancelled.params.request_id.as_ref().is_some_and(|id| self.cancel(&session, id)) =>
-                {
-                    Outcome::Answered(plain(StatusCode::ACCEPTED, String::new()))
+            (None, "notifications/cancelled") => {
+                let id = message
+                    .params
+                    .as_ref()
+                    .and_then(|p| p.get("requestId"))
+                    .and_then(|id| serde_json::from_value::<RequestId>(id.clone()).ok());
+                match id {
+                    Some(id) if self.cancel(&session, &id) => {
+                        Outcome::Answered(plain(StatusCode::ACCEPTED, String::new()))
+                    }
+                    _ => pass(parts, bytes),
                 }
-                _ => pass(parts, bytes),
-            },
+            }
             _ => pass(parts, bytes),
         }
     }
@@ -168,30 +187,38 @@ impl FastPath {
     }
 
     /// Forwards one request and answers it: JSON, unless progress comes, then SSE.
-    async fn call(self: &Arc<Self>, session: SessionId, id: RequestId, request: ClientRequest) -> Response {
-        let tool_call = matches!(request, ClientRequest::CallToolRequest(_));
+    async fn call(
+        self: &Arc<Self>,
+        session: SessionId,
+        id: RequestId,
+        method: String,
+        mut params: Option<Map<String, Value>>,
+        client_token: Option<ProgressToken>,
+    ) -> Response {
+        let tool_call = method == "tools/call";
         let cancel = CancellationToken::new();
         let registered = self.register(&session, &id, &cancel);
         let (progress_tx, mut progress) = mpsc::unbounded_channel();
         let caller = Caller {
-            progress: request.get_meta().get_progress_token().map(|token| (token, ProgressOut::Reply(progress_tx))),
+            progress: client_token.map(|token| (token, ProgressOut::Reply(progress_tx))),
             cancel: cancel.clone(),
         };
         let fast = self.clone();
-        let mut forwarded = Box::pin(async move { forward_on(&fast.link, fast.patience, request, caller).await });
+        let mut forwarded =
+            Box::pin(async move { forward_raw(&fast.link, fast.patience, &method, &mut params, caller).await });
         tokio::select! {
             biased;
             result = &mut forwarded => {
-                let answer = answer(id, tool_call, result);
+                let answer = answer(&id, tool_call, result);
                 // Progress flushed just before the answer goes out first, in an SSE reply.
                 let mut events = Vec::new();
                 while let Ok(n) = progress.try_recv() {
-                    events.push(event(&ServerJsonRpcMessage::notification(n)));
+                    events.push(notification(n));
                 }
                 if events.is_empty() {
-                    return json(&answer);
+                    return json(answer);
                 }
-                events.push(event(&answer));
+                events.push(event(answer));
                 let (tx, rx) = mpsc::unbounded_channel();
                 for e in events {
                     let _ = tx.send(e);
@@ -202,7 +229,7 @@ impl FastPath {
                 // The server reports progress: the answer becomes an SSE stream, fed by a task
                 // that sees the call through (and cancels it if the client goes away).
                 let (tx, rx) = mpsc::unbounded_channel();
-                let _ = tx.send(event(&ServerJsonRpcMessage::notification(first)));
+                let _ = tx.send(notification(first));
                 tokio::spawn(async move {
                     let _registered = registered;
                     let result = loop {
@@ -210,15 +237,15 @@ impl FastPath {
                             biased;
                             result = &mut forwarded => break result,
                             Some(n) = progress.recv() => {
-                                let _ = tx.send(event(&ServerJsonRpcMessage::notification(n)));
+                                let _ = tx.send(notification(n));
                             }
                             () = tx.closed(), if !cancel.is_cancelled() => cancel.cancel(),
                         }
                     };
                     while let Ok(n) = progress.try_recv() {
-                        let _ = tx.send(event(&ServerJsonRpcMessage::notification(n)));
+                        let _ = tx.send(notification(n));
                     }
-                    let _ = tx.send(event(&answer(id, tool_call, result)));
+                    let _ = tx.send(event(answer(&id, tool_call, result)));
                 });
                 sse(rx)
             }
@@ -301,30 +328,61 @@ impl Drop for Registered {
 }
 
 /// The requests the gateway's sessions only forward upstream.
-fn forwarded(request: &ClientRequest) -> bool {
-    matches!(
-        request,
-        ClientRequest::CallToolRequest(_)
-            | ClientRequest::ListToolsRequest(_)
-            | ClientRequest::ListResourcesRequest(_)
-            | ClientRequest::ListResourceTemplatesRequest(_)
-            | ClientRequest::ReadResourceRequest(_)
-            | ClientRequest::ListPromptsRequest(_)
-            | ClientRequest::GetPromptRequest(_)
-            | ClientRequest::CompleteRequest(_)
-    )
+const FORWARDED: [&str; 8] = [
+    "tools/call",
+    "tools/list",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "prompts/list",
+    "prompts/get",
+    "completion/complete",
+];
+
+/// The `_meta` key of a 2026-07-28 request's own protocol version.
+const PER_REQUEST_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+
+/// A JSON-RPC message from a client, read only as far as routing needs.
+#[derive(serde::Deserialize)]
+struct Incoming {
+    jsonrpc: String,
+    #[serde(default)]
+    id: Option<RequestId>,
+    method: String,
+    #[serde(default)]
+    params: Option<Map<String, Value>>,
 }
 
-/// The answer to request `id`: as the gateway's sessions answer (its own failures in a tool call
-/// are tool errors a model can read; the server's errors pass on as they are).
-fn answer(id: RequestId, tool_call: bool, result: Result<ServerResult, Failure>) -> ServerJsonRpcMessage {
+/// The answer to request `id`, as JSON text: as the gateway's sessions answer (its own failures in
+/// a tool call are tool errors a model can read; the server's errors pass on as they are). The
+/// server's result goes out as it wrote it.
+fn answer(id: &RequestId, tool_call: bool, result: Result<Box<RawValue>, Failure>) -> String {
+    let id = serde_json::to_string(id).unwrap_or_else(|_| "null".into());
+    let result = match result {
+        Ok(result) => Ok(result.get().to_owned()),
+        Err(Failure::Gateway(message)) if tool_call => {
+            serde_json::to_string(&CallToolResult::error(vec![ContentBlock::text(message)]))
+                .map_err(|err| ErrorData::internal_error(format!("the answer could not be serialized: {err}"), None))
+        }
+        Err(failure) => Err(failure.error()),
+    };
     match result {
-        Ok(result) => ServerJsonRpcMessage::response(result, id),
-        Err(Failure::Gateway(message)) if tool_call => ServerJsonRpcMessage::response(
-            ServerResult::CallToolResult(CallToolResult::error(vec![ContentBlock::text(message)])),
-            id,
-        ),
-        Err(failure) => ServerJsonRpcMessage::error(failure.error(), Some(id)),
+        Ok(result) => format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#),
+        Err(error) => {
+            let error = serde_json::to_string(&error).unwrap_or_else(|_| r#"{"code":-32603,"message":"?"}"#.into());
+            format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{error}}}"#)
+        }
+    }
+}
+
+/// One progress notification as an SSE event.
+fn notification(n: rmcp::model::ServerNotification) -> Bytes {
+    match serde_json::to_string(&ServerJsonRpcMessage::notification(n)) {
+        Ok(text) => event(text),
+        Err(err) => {
+            tracing::debug!(error = %err, "a progress notification could not be serialized");
+            Bytes::new()
+        }
     }
 }
 
@@ -370,24 +428,14 @@ fn plain(status: StatusCode, message: String) -> Response {
     response
 }
 
-fn json(message: &ServerJsonRpcMessage) -> Response {
-    match serde_json::to_vec(message) {
-        Ok(body) => {
-            let mut response = Response::new(Body::from(body));
-            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
-            response
-        }
-        Err(err) => plain(StatusCode::INTERNAL_SERVER_ERROR, format!("the answer could not be serialized: {err}")),
-    }
+fn json(answer: String) -> Response {
+    let mut response = Response::new(Body::from(answer));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+    response
 }
 
-/// One SSE event carrying `message`.
-fn event(message: &ServerJsonRpcMessage) -> Bytes {
-    let data = serde_json::to_string(message).unwrap_or_else(|err| {
-        format!(
-            r#"{{"jsonrpc":"2.0","error":{{"code":-32603,"message":"the answer could not be serialized: {err}"}}}}"#
-        )
-    });
+/// One SSE event carrying a message's JSON text.
+fn event(data: String) -> Bytes {
     Bytes::from(format!("data: {data}\n\n"))
 }
 

@@ -3,7 +3,8 @@
 //! server actor holds on the child's stdin and stdout.
 //!
 //! Each client session is a [`ServerProxy`]. It forwards tools, resources, prompts, completions
-//! and logging requests with the upstream peer's own request ids (so clients' ids never meet),
+//! and logging requests over the upstream wire ([`actors::wire`]) under the wire's own request ids
+//! (so clients' ids never meet),
 //! relays the progress of its own requests under its own progress tokens, passes the server's
 //! logging and list-changed notifications on, and cancels the upstream request when its client
 //! cancels or goes away. While the server restarts, a request waits on the link for the next
@@ -13,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actors::{LinkState, McpLink, Upstream};
+use actors::{LinkState, McpLink, Upstream, WireError};
 #[allow(deprecated, reason = "logging and resource subscriptions are still forwarded for 2025-11-25 clients")]
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResponse, CallToolResult, CancelledNotification,
@@ -25,13 +26,16 @@ use rmcp::model::{
     ServerResult, SetLevelRequest, SetLevelRequestParams, SubscribeRequest, SubscribeRequestParams, SubscriptionFilter,
     UnsubscribeRequest, UnsubscribeRequestParams,
 };
-use rmcp::service::{NotificationContext, PeerRequestOptions, RequestContext, ServiceError, SubscriptionContext};
+use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::transport::streamable_http_server::StreamableHttpService;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::{ErrorData, Peer, RoleClient, RoleServer, ServerHandler};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 
 use super::fast::FastPath;
 use super::next_where;
@@ -173,23 +177,58 @@ pub(super) enum ProgressOut {
     Reply(tokio::sync::mpsc::UnboundedSender<ServerNotification>),
 }
 
-/// Forwards `request` over `link`'s live session, waiting up to `patience` for one. A request that
-/// could not even be written (the process had just died) goes to the next incarnation instead: it
-/// never reached the server, so sending it again cannot run it twice.
+/// Forwards `request` over `link`'s live session (see [`forward_raw`]) and reads the result.
 pub(super) async fn forward_on(
     link: &McpLink,
     patience: Duration,
     request: ClientRequest,
-    mut caller: Caller,
+    caller: Caller,
 ) -> Result<ServerResult, Failure> {
+    let (method, mut params) = match serde_json::to_value(&request) {
+        Ok(Value::Object(mut request)) => {
+            let method = match request.remove("method") {
+                Some(Value::String(method)) => method,
+                _ => return Err(Failure::Gateway("a request without a method".into())),
+            };
+            let params = match request.remove("params") {
+                Some(Value::Object(params)) => Some(params),
+                _ => None,
+            };
+            (method, params)
+        }
+        Ok(_) => return Err(Failure::Gateway("a request that is not a JSON object".into())),
+        Err(err) => return Err(Failure::Gateway(format!("the request could not be written as JSON: {err}"))),
+    };
+    let raw = forward_raw(link, patience, &method, &mut params, caller).await?;
+    serde_json::from_str(raw.get())
+        .map_err(|err| Failure::Gateway(format!("server {}: its answer could not be read: {err}", link.id())))
+}
+
+/// Forwards a request of `method` with `params` over `link`'s live session, waiting up to
+/// `patience` for one, and gives back the server's result as it wrote it. A request that could not
+/// even be written (the process had just died) goes to the next incarnation instead: it never
+/// reached the server, so sending it again cannot run it twice.
+pub(super) async fn forward_raw(
+    link: &McpLink,
+    patience: Duration,
+    method: &str,
+    params: &mut Option<Map<String, Value>>,
+    mut caller: Caller,
+) -> Result<Box<RawValue>, Failure> {
     let mut up = link.upstream(patience).await.map_err(|err| Failure::Gateway(err.to_string()))?;
-    let mut result = forward_to(link, &up, request.clone(), &mut caller).await;
-    if matches!(result, Err(ServiceError::TransportSend(_))) {
+    let mut result = forward_to(link, &up, method, params, &mut caller).await;
+    if matches!(result, Err(Miss::Wire(WireError::NotSent(_)))) {
         up = link.upstream_after(up.generation, patience).await.map_err(|err| Failure::Gateway(err.to_string()))?;
-        result = forward_to(link, &up, request, &mut caller).await;
+        result = forward_to(link, &up, method, params, &mut caller).await;
     }
     link.count_call(result.is_ok());
     result.map_err(|err| Failure::of(err, link.id(), up.generation))
+}
+
+/// Why one attempt at a forwarded request has no result.
+enum Miss {
+    Wire(WireError),
+    Cancelled,
 }
 
 /// Why a forwarded request has no result.
@@ -202,17 +241,16 @@ pub(super) enum Failure {
 }
 
 impl Failure {
-    pub(super) fn of(err: ServiceError, id: &str, generation: u64) -> Failure {
-        match err {
-            ServiceError::McpError(err) => Failure::Server(err),
-            ServiceError::TransportClosed | ServiceError::TransportSend(_) => Failure::Gateway(format!(
+    fn of(miss: Miss, id: &str, generation: u64) -> Failure {
+        match miss {
+            Miss::Wire(WireError::Server(err)) => Failure::Server(err),
+            Miss::Wire(WireError::Closed | WireError::NotSent(_)) => Failure::Gateway(format!(
                 "server {id} stopped during the call (its incarnation {generation} ended); hivehost restarts it if its restart policy allows: call again, or see get_mcp_server_status and get_mcp_server_logs"
             )),
-            ServiceError::Cancelled { reason } => Failure::Gateway(format!(
-                "the call to server {id} was cancelled: {}",
-                reason.unwrap_or_else(|| "no reason given".into())
-            )),
-            other => Failure::Gateway(format!("server {id}: {other}")),
+            Miss::Wire(err @ WireError::Garbled(_)) => Failure::Gateway(format!("server {id}: {err}")),
+            Miss::Cancelled => {
+                Failure::Gateway(format!("the call to server {id} was cancelled: the client cancelled it or went away"))
+            }
         }
     }
 
@@ -319,16 +357,17 @@ async fn next_progress(relay: &mut Option<Relay>) -> rmcp::model::ProgressNotifi
 async fn forward_to(
     link: &McpLink,
     up: &Upstream,
-    request: ClientRequest,
+    method: &str,
+    params: &mut Option<Map<String, Value>>,
     caller: &mut Caller,
-) -> Result<ServerResult, ServiceError> {
+) -> Result<Box<RawValue>, Miss> {
     // Subscribed before the request goes out, so no early progress is missed.
     let progress = caller.progress.take().map(|(token, out)| (token, out, link.notifications()));
-    let handle = match up.peer.send_request_with_option(request, PeerRequestOptions::no_options()).await {
+    let handle = match up.wire.send(method, params).await {
         Ok(handle) => handle,
         Err(err) => {
             caller.progress = progress.map(|(token, out, _)| (token, out));
-            return Err(err);
+            return Err(Miss::Wire(err));
         }
     };
     let mut guard = CancelOnDrop { peer: up.peer.clone(), id: Some(handle.id.clone()) };
@@ -340,7 +379,7 @@ async fn forward_to(
         seen: false,
         complete: false,
     });
-    let response = handle.await_response();
+    let response = async { handle.answer().await.map_err(Miss::Wire) };
     tokio::pin!(response);
     let result = loop {
         tokio::select! {
@@ -349,7 +388,7 @@ async fn forward_to(
                 break result;
             }
             () = caller.cancel.cancelled() => {
-                break Err(ServiceError::Cancelled { reason: Some("the client cancelled it or went away".into()) });
+                break Err(Miss::Cancelled);
             }
             n = next_progress(&mut relay) => {
                 if let Some(relay) = relay.as_mut() {

@@ -1,0 +1,398 @@
+//! The upstream session's wire: a stdio server's stdin and stdout, shared by hivehost's rmcp client
+//! session and the gateway's direct requests.
+//!
+//! The gateway forwards requests as JSON: a client's `params` go out as they came (with the wire's
+//! own progress token, and the 2026-07-28 metadata where the session speaks it), and a server's
+//! `result` comes back as raw JSON, never parsed into rmcp's types and serialized again. A direct
+//! request is written by its caller (under the stdin lock) and its answer handed over once, by the
+//! reader, which knows it by its id (`hivehost-N`, a string no rmcp client of ours chooses): no
+//! trip through rmcp's serve loop and send task. Every other line (the handshake, pings,
+//! notifications, the server's own requests) goes to the rmcp session as before, which also writes
+//! through this wire.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rmcp::model::{
+    ClientCapabilities, ErrorData, Implementation, NumberOrString, ProgressToken, ProtocolVersion, RequestId,
+    RequestMetaObject,
+};
+use rmcp::service::{RoleClient, RxJsonRpcMessage, TxJsonRpcMessage};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::process::{InPipe, Pipe};
+
+/// The prefix of direct requests' ids and progress tokens.
+const PREFIX: &str = "hivehost-";
+
+/// The longest line read from a server; a longer one is dropped (with a warning), not buffered.
+const MAX_LINE: usize = 64 << 20;
+
+/// Why a direct request has no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// It could not be written: the process had gone. It never reached the server.
+    #[error("the request could not be written to the server's stdin: {0}")]
+    NotSent(String),
+    /// The server's stdout closed before it answered.
+    #[error("the server's stdout closed before it answered")]
+    Closed,
+    /// The server answered with an error.
+    #[error("{0}")]
+    Server(ErrorData),
+    /// The answer was not a JSON-RPC response hivehost could read.
+    #[error("the server's answer could not be read: {0}")]
+    Garbled(String),
+}
+
+/// One incarnation's stdin and stdout.
+pub struct Wire {
+    stdin: tokio::sync::Mutex<Option<InPipe>>,
+    /// What a 2026-07-28 session's requests carry in `_meta` (set after the handshake).
+    stamp: std::sync::OnceLock<Map<String, Value>>,
+    waiting: Mutex<HashMap<u64, oneshot::Sender<Vec<u8>>>>,
+    next: AtomicU64,
+}
+
+/// The per-request metadata of a 2026-07-28 session, as rmcp's client adds it to its own requests.
+#[derive(Debug, Clone)]
+pub struct Stamp {
+    pub protocol_version: ProtocolVersion,
+    pub client_info: Implementation,
+    pub client_capabilities: ClientCapabilities,
+}
+
+/// A direct request on its way: its id and progress token upstream, and its answer to come.
+pub struct Sent {
+    pub id: RequestId,
+    pub progress_token: ProgressToken,
+    answer: oneshot::Receiver<Vec<u8>>,
+    n: u64,
+    wire: Arc<Wire>,
+}
+
+impl std::fmt::Debug for Wire {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wire").field("next", &self.next).finish_non_exhaustive()
+    }
+}
+
+impl Wire {
+    /// Takes over `stdin` and `stdout`: the wire for direct requests, the transport for the rmcp
+    /// session, and the reader task (which ends when stdout closes).
+    pub fn open(stdin: InPipe, stdout: Pipe) -> (Arc<Wire>, WireTransport, JoinHandle<()>) {
+        let wire = Arc::new(Wire {
+            stdin: tokio::sync::Mutex::new(Some(stdin)),
+            stamp: std::sync::OnceLock::new(),
+            waiting: Mutex::default(),
+            next: AtomicU64::new(1),
+        });
+        let (lines, rx) = mpsc::unbounded_channel();
+        let reader = tokio::spawn(read(wire.clone(), stdout, lines));
+        (wire.clone(), WireTransport { wire, lines: rx }, reader)
+    }
+
+    /// Direct requests carry `stamp` in their `_meta` from now on (a 2026-07-28 session's requests
+    /// must say their protocol version, client and capabilities).
+    pub fn stamp(&self, stamp: Stamp) {
+        let mut meta = RequestMetaObject::default();
+        meta.set_protocol_version(stamp.protocol_version);
+        meta.set_client_info(stamp.client_info);
+        meta.set_client_capabilities(stamp.client_capabilities);
+        if let Ok(Value::Object(meta)) = serde_json::to_value(meta) {
+            let _ = self.stamp.set(meta);
+        }
+    }
+
+    /// Writes one message as a line.
+    async fn write(&self, line: &[u8]) -> std::io::Result<()> {
+        let mut stdin = self.stdin.lock().await;
+        let Some(stdin) = stdin.as_mut() else {
+            return Err(std::io::Error::new(std::io::ErrorKind::NotConnected, "the session closed its stdin"));
+        };
+        stdin.write_all(line).await?;
+        stdin.flush().await
+    }
+
+    /// Sends a request of `method` with `params` as they are, but for `_meta`: the progress token
+    /// becomes one of the wire's own (the caller keeps its client's), and a 2026-07-28 session's
+    /// metadata is added. `params` is changed in place, so a retry can send it again.
+    pub async fn send(
+        self: &Arc<Self>,
+        method: &str,
+        params: &mut Option<Map<String, Value>>,
+    ) -> Result<Sent, WireError> {
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            jsonrpc: &'static str,
+            id: &'a str,
+            method: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            params: &'a Option<Map<String, Value>>,
+        }
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let token: Arc<str> = format!("{PREFIX}{n}").into();
+        let params_map = params.get_or_insert_with(Map::new);
+        let mut meta = match params_map.remove("_meta") {
+            Some(Value::Object(meta)) => meta,
+            _ => Map::new(),
+        };
+        if let Some(stamp) = self.stamp.get() {
+            meta.extend(stamp.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        meta.insert("progressToken".into(), Value::String(token.to_string()));
+        params_map.insert("_meta".into(), Value::Object(meta));
+        let out = Out { jsonrpc: "2.0", id: &token, method, params };
+        let mut line = serde_json::to_vec(&out).map_err(|err| WireError::NotSent(err.to_string()))?;
+        line.push(b'\n');
+        let (tx, answer) = oneshot::channel();
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner()).insert(n, tx);
+        let id = RequestId::String(token.clone());
+        let progress_token = ProgressToken(NumberOrString::String(token));
+        let sent = Sent { id, progress_token, answer, n, wire: self.clone() };
+        self.write(&line).await.map_err(|err| WireError::NotSent(err.to_string()))?;
+        Ok(sent)
+    }
+
+    fn answer(&self, n: u64, line: Vec<u8>) {
+        if let Some(tx) = self.waiting.lock().unwrap_or_else(|p| p.into_inner()).remove(&n) {
+            let _ = tx.send(line);
+        }
+    }
+}
+
+impl Sent {
+    /// The answer to the request: its `result` as the server wrote it.
+    pub async fn answer(mut self) -> Result<Box<RawValue>, WireError> {
+        #[derive(serde::Deserialize)]
+        struct In {
+            result: Option<Box<RawValue>>,
+            error: Option<ErrorData>,
+        }
+        let line = (&mut self.answer).await.map_err(|_| WireError::Closed)?;
+        match serde_json::from_slice::<In>(&line) {
+            Ok(In { error: Some(error), .. }) => Err(WireError::Server(error)),
+            Ok(In { result: Some(result), .. }) => Ok(result),
+            Ok(In { result: None, error: None }) => {
+                Err(WireError::Garbled("a response with neither result nor error".into()))
+            }
+            Err(err) => Err(WireError::Garbled(err.to_string())),
+        }
+    }
+}
+
+impl Drop for Sent {
+    fn drop(&mut self) {
+        self.wire.waiting.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.n);
+    }
+}
+
+/// The number of a direct request's answer: `"hivehost-N"` as the id of a response.
+fn direct_answer(line: &[u8]) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Peek {
+        id: Option<serde_json::Value>,
+        method: Option<serde::de::IgnoredAny>,
+    }
+    // Cheap before parsing: a direct answer names the prefix.
+    memchr::memmem::find(line, PREFIX.as_bytes())?;
+    let peek: Peek = serde_json::from_slice(line).ok()?;
+    if peek.method.is_some() {
+        return None;
+    }
+    peek.id?.as_str()?.strip_prefix(PREFIX)?.parse().ok()
+}
+
+/// Reads the server's stdout line by line: direct answers to their callers, the rest to rmcp.
+async fn read(wire: Arc<Wire>, stdout: Pipe, lines: mpsc::UnboundedSender<Vec<u8>>) {
+    let mut stdout = BufReader::new(stdout);
+    loop {
+        let mut line = Vec::new();
+        match read_line(&mut stdout, &mut line).await {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(err) => {
+                tracing::debug!(error = %err, "reading the server's stdout");
+                break;
+            }
+        }
+        if line.len() > MAX_LINE {
+            tracing::warn!(bytes = line.len(), "dropped a line of more than {MAX_LINE} bytes from a server's stdout");
+            continue;
+        }
+        match direct_answer(&line) {
+            Some(n) => wire.answer(n, line),
+            None => {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let _ = lines.send(line);
+            }
+        }
+    }
+    // The process is gone: callers waiting on answers learn it now.
+    wire.waiting.lock().unwrap_or_else(|p| p.into_inner()).clear();
+}
+
+/// One line into `line` (without limit beyond [`MAX_LINE`] + one buffer: the rest is skipped).
+async fn read_line(stdout: &mut BufReader<Pipe>, line: &mut Vec<u8>) -> std::io::Result<usize> {
+    let mut read = 0;
+    loop {
+        let buf = stdout.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(read);
+        }
+        let (chunk, done) = match memchr::memchr(b'\n', buf) {
+            Some(i) => (&buf[..=i], true),
+            None => (buf, false),
+        };
+        let len = chunk.len();
+        if line.len() <= MAX_LINE {
+            line.extend_from_slice(chunk);
+        }
+        read += len;
+        stdout.consume(len);
+        if done {
+            return Ok(read);
+        }
+    }
+}
+
+/// The rmcp client session's transport over the wire.
+pub struct WireTransport {
+    wire: Arc<Wire>,
+    lines: mpsc::UnboundedReceiver<Vec<u8>>,
+}
+
+impl rmcp::transport::Transport<RoleClient> for WireTransport {
+    type Error = std::io::Error;
+
+    fn send(
+        &mut self,
+        item: TxJsonRpcMessage<RoleClient>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        let wire = self.wire.clone();
+        async move {
+            let mut line = serde_json::to_vec(&item).map_err(std::io::Error::other)?;
+            line.push(b'\n');
+            wire.write(&line).await
+        }
+    }
+
+    async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleClient>> {
+        loop {
+            let line = self.lines.recv().await?;
+            match serde_json::from_slice(&line) {
+                Ok(message) => return Some(message),
+                Err(err) => tracing::debug!(error = %err, "a line from the server's stdout is not a JSON-RPC message"),
+            }
+        }
+    }
+
+    async fn close(&mut self) -> Result<(), Self::Error> {
+        // The child sees its stdin close, as when rmcp owned it.
+        if let Some(mut stdin) = self.wire.stdin.lock().await.take() {
+            let _ = stdin.shutdown().await;
+        }
+        self.lines.close();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_answers_to_direct_requests_are_taken_off_to_their_callers() {
+        let cases: [(&str, Option<u64>); 7] = [
+            (r#"{"jsonrpc":"2.0","id":"hivehost-7","result":{}}"#, Some(7)),
+            (r#"{"jsonrpc":"2.0","id":"hivehost-8","error":{"code":-1,"message":"no"}}"#, Some(8)),
+            // rmcp's own requests have numeric ids.
+            (r#"{"jsonrpc":"2.0","id":7,"result":{}}"#, None),
+            // The server's progress under a direct request's token is a notification: rmcp's.
+            (r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"hivehost-7"}}"#, None),
+            // A request of the server's own that happens to use such an id.
+            (r#"{"jsonrpc":"2.0","id":"hivehost-7","method":"roots/list"}"#, None),
+            (r#"{"jsonrpc":"2.0","id":"hivehost-x","result":{}}"#, None),
+            ("not json hivehost-7", None),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(direct_answer(line.as_bytes()), expected, "{line}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_direct_request_goes_out_with_the_wires_id_and_token_and_its_answer_comes_back_raw() {
+        use rmcp::transport::Transport;
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let (hivehost_in, mut server_out) = tokio::io::duplex(1 << 16);
+        let (server_in, hivehost_out) = tokio::io::duplex(1 << 16);
+        let (wire, mut transport, reader) = Wire::open(Box::new(hivehost_out), Box::new(hivehost_in));
+        wire.stamp(Stamp {
+            protocol_version: ProtocolVersion::V_2026_07_28,
+            client_info: Implementation::new("hivehost", "test"),
+            client_capabilities: ClientCapabilities::default(),
+        });
+        let mut params: Option<Map<String, Value>> = serde_json::from_value(serde_json::json!({
+            "name": "echo", "arguments": { "text": "hi" }, "_meta": { "progressToken": "the client's" }
+        }))
+        .unwrap();
+        let sent = wire.send("tools/call", &mut params).await.unwrap();
+
+        // The server sees the wire's id and token, the stamp, and the client's arguments as they were.
+        let mut lines = tokio::io::BufReader::new(server_in).lines();
+        let request: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+        assert_eq!(request["id"], "hivehost-1", "{request}");
+        assert_eq!(request["method"], "tools/call");
+        assert_eq!(request["params"]["arguments"], serde_json::json!({ "text": "hi" }));
+        assert_eq!(request["params"]["_meta"]["progressToken"], "hivehost-1", "{request}");
+        assert_eq!(request["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"], "2026-07-28");
+        assert_eq!(sent.id, RequestId::String("hivehost-1".into()));
+
+        // A notification goes to rmcp's session; the answer to its caller, untouched.
+        server_out.write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\n").await.unwrap();
+        server_out
+            .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":\"hivehost-1\",\"result\":{\"content\":[{\"type\":\"text\",\"text\":\"hi\"}]}}\n")
+            .await
+            .unwrap();
+        let result = sent.answer().await.unwrap();
+        assert_eq!(result.get(), r#"{"content":[{"type":"text","text":"hi"}]}"#);
+        let notification = transport.receive().await.expect("the notification reached rmcp");
+        assert!(matches!(notification, rmcp::model::JsonRpcMessage::Notification(_)), "{notification:?}");
+
+        // An error answer is the server's error; a closed stdout fails whoever still waits.
+        let sent = wire.send("tools/list", &mut None).await.unwrap();
+        let _ = lines.next_line().await.unwrap().unwrap();
+        server_out
+            .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":\"hivehost-2\",\"error\":{\"code\":-32601,\"message\":\"no\"}}\n")
+            .await
+            .unwrap();
+        assert!(matches!(sent.answer().await, Err(WireError::Server(e)) if e.message == "no"));
+        let sent = wire.send("tools/list", &mut None).await.unwrap();
+        drop(server_out);
+        assert!(matches!(sent.answer().await, Err(WireError::Closed)));
+        reader.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_line_longer_than_the_limit_is_skipped_not_kept() {
+        let mut input = vec![b'x'; MAX_LINE + 10];
+        input.push(b'\n');
+        input.extend_from_slice(b"{\"ok\":1}\n");
+        let pipe: Pipe = Box::new(std::io::Cursor::new(input));
+        let mut reader = BufReader::new(pipe);
+        let mut line = Vec::new();
+        let read = read_line(&mut reader, &mut line).await.unwrap();
+        assert_eq!(read, MAX_LINE + 11);
+        assert!(line.len() > MAX_LINE && line.len() < MAX_LINE + 11 + 8192, "{}", line.len());
+        let mut next = Vec::new();
+        read_line(&mut reader, &mut next).await.unwrap();
+        assert_eq!(next, b"{\"ok\":1}\n");
+    }
+}
