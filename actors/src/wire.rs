@@ -57,6 +57,8 @@ pub struct Wire {
     stamp: std::sync::OnceLock<Map<String, Value>>,
     waiting: Mutex<HashMap<u64, oneshot::Sender<Vec<u8>>>>,
     next: AtomicU64,
+    /// The reader has ended (stdout closed, or its task aborted with the incarnation).
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// The per-request metadata of a 2026-07-28 session, as rmcp's client adds it to its own requests.
@@ -91,9 +93,12 @@ impl Wire {
             stamp: std::sync::OnceLock::new(),
             waiting: Mutex::default(),
             next: AtomicU64::new(1),
+            closed: std::sync::atomic::AtomicBool::new(false),
         });
         let (lines, rx) = mpsc::unbounded_channel();
-        let reader = tokio::spawn(read(wire.clone(), stdout, lines));
+        // The guard travels as an argument, so even a reader aborted before its first poll fails
+        // its waiting callers.
+        let reader = tokio::spawn(read(Ended(wire.clone()), stdout, lines));
         (wire.clone(), WireTransport { wire, lines: rx }, reader)
     }
 
@@ -151,7 +156,15 @@ impl Wire {
         let mut line = serde_json::to_vec(&out).map_err(|err| WireError::NotSent(err.to_string()))?;
         line.push(b'\n');
         let (tx, answer) = oneshot::channel();
-        self.waiting.lock().unwrap_or_else(|p| p.into_inner()).insert(n, tx);
+        {
+            let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+            // Checked under the lock the reader's end clears it with: no caller waits on a
+            // reader that is gone.
+            if self.closed.load(Ordering::SeqCst) {
+                return Err(WireError::NotSent("the server's stdout is closed".into()));
+            }
+            waiting.insert(n, tx);
+        }
         let id = RequestId::String(token.clone());
         let progress_token = ProgressToken(NumberOrString::String(token));
         let sent = Sent { id, progress_token, answer, n, wire: self.clone() };
@@ -208,8 +221,21 @@ fn direct_answer(line: &[u8]) -> Option<u64> {
     peek.id?.as_str()?.strip_prefix(PREFIX)?.parse().ok()
 }
 
+/// Fails every waiting caller when the reader ends, however it ends: at the end of stdout, or
+/// when its task is aborted with the incarnation (then stdout may never have closed).
+struct Ended(Arc<Wire>);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        let mut waiting = self.0.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        self.0.closed.store(true, Ordering::SeqCst);
+        waiting.clear();
+    }
+}
+
 /// Reads the server's stdout line by line: direct answers to their callers, the rest to rmcp.
-async fn read(wire: Arc<Wire>, stdout: Pipe, lines: mpsc::UnboundedSender<Vec<u8>>) {
+async fn read(ended: Ended, stdout: Pipe, lines: mpsc::UnboundedSender<Vec<u8>>) {
+    let wire = &ended.0;
     let mut stdout = BufReader::new(stdout);
     loop {
         let mut line = Vec::new();
@@ -235,8 +261,6 @@ async fn read(wire: Arc<Wire>, stdout: Pipe, lines: mpsc::UnboundedSender<Vec<u8
             }
         }
     }
-    // The process is gone: callers waiting on answers learn it now.
-    wire.waiting.lock().unwrap_or_else(|p| p.into_inner()).clear();
 }
 
 /// One line into `line` (without limit beyond [`MAX_LINE`] + one buffer: the rest is skipped).
@@ -378,6 +402,21 @@ mod tests {
         drop(server_out);
         assert!(matches!(sent.answer().await, Err(WireError::Closed)));
         reader.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_caller_waiting_when_the_reader_is_aborted_is_failed_not_left_waiting() {
+        // The incarnation's end aborts the reader, maybe before stdout closes (a grandchild may
+        // hold it): the caller must hear of it, and later requests are refused at once.
+        let (hivehost_in, _server_out) = tokio::io::duplex(1 << 16);
+        let (_server_in, hivehost_out) = tokio::io::duplex(1 << 16);
+        let (wire, _transport, reader) = Wire::open(Box::new(hivehost_out), Box::new(hivehost_in));
+        let sent = wire.send("tools/list", &mut None).await.unwrap();
+        reader.abort();
+        let _ = reader.await;
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(10), sent.answer()).await;
+        assert!(matches!(answer, Ok(Err(WireError::Closed))), "{answer:?}");
+        assert!(matches!(wire.send("tools/list", &mut None).await, Err(WireError::NotSent(_))));
     }
 
     #[tokio::test]
