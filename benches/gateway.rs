@@ -26,7 +26,6 @@
 mod harness;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -314,42 +313,19 @@ const NOTABLE: usize = 40;
 /// Starts the binary under test; returns it (stopped when dropped), its address (from its log)
 /// and what it logs.
 fn start_serve(dir: &Path, config: &Path) -> anyhow::Result<(harness::Serve, String, Arc<Log>)> {
-    #[allow(clippy::disallowed_methods, reason = "the bench starts the binary under test")]
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hivehost"));
-    let mut child = cmd
-        .args(["serve", "--config"])
-        .arg(config)
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting hivehost")?;
-    let stderr = child.stderr.take().context("hivehost's stderr")?;
-    let serve = harness::Serve(child);
     let log = Arc::new(Log::default());
     let counted = log.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            counted.lines.fetch_add(1, Ordering::Relaxed);
-            if [" WARN ", " ERROR ", " state server="].iter().any(|p| line.contains(p)) {
-                let mut notable = counted.notable.lock().unwrap_or_else(|p| p.into_inner());
-                if notable.len() < NOTABLE {
-                    notable.push(line.clone());
-                }
-            }
-            if let Some(at) = line.find("listening on http://") {
-                let addr = line[at + "listening on http://".len()..].split_whitespace().next().unwrap_or("").to_owned();
-                let _ = tx.send(addr);
+    let on_line = move |line: &str| {
+        counted.lines.fetch_add(1, Ordering::Relaxed);
+        if [" WARN ", " ERROR ", " state server="].iter().any(|p| line.contains(p)) {
+            let mut notable = counted.notable.lock().unwrap_or_else(|p| p.into_inner());
+            if notable.len() < NOTABLE {
+                notable.push(line.to_owned());
             }
         }
-    });
-    match rx.recv_timeout(DEADLINE) {
-        Ok(addr) => Ok((serve, addr, log)),
-        Err(_) => bail!("hivehost never logged its address"),
-    }
+    };
+    let (serve, addr) = harness::spawn_serve(dir, config, &[], DEADLINE, on_line).map_err(anyhow::Error::msg)?;
+    Ok((serve, addr, log))
 }
 
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) -> anyhow::Result<()> {

@@ -211,40 +211,14 @@ same-run reference: benches/reference/minimal_supervisor.py (one Python thread, 
 }
 
 /// Starts the binary under test; returns it, its address (from its log) and a count of its log lines.
-fn start_serve(dir: &Path, config: &Path) -> anyhow::Result<(Child, String, Arc<AtomicU64>)> {
-    #[allow(clippy::disallowed_methods, reason = "the bench starts the binary under test")]
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hivehost"));
-    let mut child = cmd
-        .args(["serve", "--config"])
-        .arg(config)
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting hivehost")?;
-    let stderr = child.stderr.take().context("hivehost's stderr")?;
+fn start_serve(dir: &Path, config: &Path) -> anyhow::Result<(harness::Serve, String, Arc<AtomicU64>)> {
     let lines = Arc::new(AtomicU64::new(0));
     let counted = lines.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            counted.fetch_add(1, Ordering::Relaxed);
-            if let Some(at) = line.find("listening on http://") {
-                let addr = line[at + "listening on http://".len()..].split_whitespace().next().unwrap_or("").to_owned();
-                let _ = tx.send(addr);
-            }
-        }
-    });
-    match rx.recv_timeout(DEADLINE) {
-        Ok(addr) => Ok((child, addr, lines)),
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("hivehost never logged its address")
-        }
-    }
+    let on_line = move |_: &str| {
+        counted.fetch_add(1, Ordering::Relaxed);
+    };
+    let (serve, addr) = harness::spawn_serve(dir, config, &[], DEADLINE, on_line).map_err(anyhow::Error::msg)?;
+    Ok((serve, addr, lines))
 }
 
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) -> anyhow::Result<()> {

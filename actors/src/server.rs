@@ -476,11 +476,7 @@ fn on_handshake(
             let peer = session.peer().clone();
             tracing::debug!(server = %state.spec.id, generation = state.generation, protocol = %info.protocol_version, "MCP session up");
             if !info.protocol_version.has_initialize() {
-                wire.stamp(crate::wire::Stamp {
-                    protocol_version: info.protocol_version.clone(),
-                    client_info: crate::link::client_info(),
-                    client_capabilities: crate::link::client_capabilities(),
-                });
+                wire.stamp(info.protocol_version.clone());
             }
             state.link.set(LinkState::Up(Upstream { generation: state.generation, peer, wire, info }));
             state.session = Some(session);

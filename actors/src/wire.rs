@@ -6,7 +6,9 @@
 //! `result` comes back as raw JSON, never parsed into rmcp's types and serialized again. A direct
 //! request is written by its caller (under the stdin lock) and its answer handed over once, by the
 //! reader, which knows it by its id (`hivehost-N`, a string no rmcp client of ours chooses): no
-//! trip through rmcp's serve loop and send task. Every other line (the handshake, pings,
+//! trip through rmcp's serve loop and send task. The reader hands the request's progress (under
+//! the token `hivehost-N`) to the same caller, in the order the server wrote it: all of it has
+//! arrived by the time the answer does. Every other line (the handshake, pings,
 //! notifications, the server's own requests) goes to the rmcp session as before, which also writes
 //! through this wire.
 
@@ -14,10 +16,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rmcp::model::{
-    ClientCapabilities, ErrorData, Implementation, NumberOrString, ProgressToken, ProtocolVersion, RequestId,
-    RequestMetaObject,
-};
+use rmcp::model::{ErrorData, ProgressNotificationParam, ProtocolVersion, RequestId, RequestMetaObject};
 use rmcp::service::{RoleClient, RxJsonRpcMessage, TxJsonRpcMessage};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -55,27 +54,31 @@ pub struct Wire {
     stdin: tokio::sync::Mutex<Option<InPipe>>,
     /// What a 2026-07-28 session's requests carry in `_meta` (set after the handshake).
     stamp: std::sync::OnceLock<Map<String, Value>>,
-    waiting: Mutex<HashMap<u64, oneshot::Sender<Vec<u8>>>>,
+    waiting: Mutex<HashMap<u64, Waiter>>,
     next: AtomicU64,
     /// The reader has ended (stdout closed, or its task aborted with the incarnation).
     closed: std::sync::atomic::AtomicBool,
 }
 
-/// The per-request metadata of a 2026-07-28 session, as rmcp's client adds it to its own requests.
-#[derive(Debug, Clone)]
-pub struct Stamp {
-    pub protocol_version: ProtocolVersion,
-    pub client_info: Implementation,
-    pub client_capabilities: ClientCapabilities,
-}
-
-/// A direct request on its way: its id and progress token upstream, and its answer to come.
+/// A direct request on its way: its id upstream, its answer to come, and its progress meanwhile.
 pub struct Sent {
     pub id: RequestId,
-    pub progress_token: ProgressToken,
-    answer: oneshot::Receiver<Vec<u8>>,
+    pub answer: Answer,
+    /// The server's progress on this request, in order; complete once the answer has come.
+    pub progress: mpsc::UnboundedReceiver<ProgressNotificationParam>,
+}
+
+/// The answer to a direct request; dropping it unregisters the request.
+pub struct Answer {
+    rx: oneshot::Receiver<Vec<u8>>,
     n: u64,
     wire: Arc<Wire>,
+}
+
+/// Where the reader hands one direct request's lines.
+struct Waiter {
+    answer: oneshot::Sender<Vec<u8>>,
+    progress: mpsc::UnboundedSender<ProgressNotificationParam>,
 }
 
 impl std::fmt::Debug for Wire {
@@ -102,13 +105,14 @@ impl Wire {
         (wire.clone(), WireTransport { wire, lines: rx }, reader)
     }
 
-    /// Direct requests carry `stamp` in their `_meta` from now on (a 2026-07-28 session's requests
-    /// must say their protocol version, client and capabilities).
-    pub fn stamp(&self, stamp: Stamp) {
+    /// Direct requests carry the per-request metadata of a session on `protocol_version`
+    /// (2026-07-28 and later) in their `_meta` from now on: the version, and hivehost as the client
+    /// and its capabilities, as rmcp's client adds them to its own requests.
+    pub fn stamp(&self, protocol_version: ProtocolVersion) {
         let mut meta = RequestMetaObject::default();
-        meta.set_protocol_version(stamp.protocol_version);
-        meta.set_client_info(stamp.client_info);
-        meta.set_client_capabilities(stamp.client_capabilities);
+        meta.set_protocol_version(protocol_version);
+        meta.set_client_info(crate::link::client_info());
+        meta.set_client_capabilities(crate::link::client_capabilities());
         if let Ok(Value::Object(meta)) = serde_json::to_value(meta) {
             let _ = self.stamp.set(meta);
         }
@@ -155,7 +159,8 @@ impl Wire {
         let out = Out { jsonrpc: "2.0", id: &token, method, params };
         let mut line = serde_json::to_vec(&out).map_err(|err| WireError::NotSent(err.to_string()))?;
         line.push(b'\n');
-        let (tx, answer) = oneshot::channel();
+        let (answer_tx, answer_rx) = oneshot::channel();
+        let (progress_tx, progress) = mpsc::unbounded_channel();
         {
             let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
             // Checked under the lock the reader's end clears it with: no caller waits on a
@@ -163,31 +168,42 @@ impl Wire {
             if self.closed.load(Ordering::SeqCst) {
                 return Err(WireError::NotSent("the server's stdout is closed".into()));
             }
-            waiting.insert(n, tx);
+            waiting.insert(n, Waiter { answer: answer_tx, progress: progress_tx });
         }
-        let id = RequestId::String(token.clone());
-        let progress_token = ProgressToken(NumberOrString::String(token));
-        let sent = Sent { id, progress_token, answer, n, wire: self.clone() };
+        let answer = Answer { rx: answer_rx, n, wire: self.clone() };
+        let sent = Sent { id: RequestId::String(token), answer, progress };
         self.write(&line).await.map_err(|err| WireError::NotSent(err.to_string()))?;
         Ok(sent)
     }
 
-    fn answer(&self, n: u64, line: Vec<u8>) {
-        if let Some(tx) = self.waiting.lock().unwrap_or_else(|p| p.into_inner()).remove(&n) {
-            let _ = tx.send(line);
+    /// Hands a line the reader took for direct request `n` to its caller.
+    fn deliver(&self, n: u64, line: Direct) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        match line {
+            Direct::Answer(line) => {
+                if let Some(waiter) = waiting.remove(&n) {
+                    let _ = waiter.answer.send(line);
+                }
+            }
+            Direct::Progress(progress) => {
+                if let Some(waiter) = waiting.get(&n) {
+                    let _ = waiter.progress.send(progress);
+                }
+            }
         }
     }
 }
 
-impl Sent {
-    /// The answer to the request: its `result` as the server wrote it.
-    pub async fn answer(mut self) -> Result<Box<RawValue>, WireError> {
+impl Answer {
+    /// The answer to the request: its `result` as the server wrote it. Cancel-safe: polled again
+    /// after being dropped unfinished, it still gets the answer.
+    pub async fn get(&mut self) -> Result<Box<RawValue>, WireError> {
         #[derive(serde::Deserialize)]
         struct In {
             result: Option<Box<RawValue>>,
             error: Option<ErrorData>,
         }
-        let line = (&mut self.answer).await.map_err(|_| WireError::Closed)?;
+        let line = (&mut self.rx).await.map_err(|_| WireError::Closed)?;
         match serde_json::from_slice::<In>(&line) {
             Ok(In { error: Some(error), .. }) => Err(WireError::Server(error)),
             Ok(In { result: Some(result), .. }) => Ok(result),
@@ -199,26 +215,51 @@ impl Sent {
     }
 }
 
-impl Drop for Sent {
+impl Drop for Answer {
     fn drop(&mut self) {
         self.wire.waiting.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.n);
     }
 }
 
-/// The number of a direct request's answer: `"hivehost-N"` as the id of a response.
-fn direct_answer(line: &[u8]) -> Option<u64> {
+/// A line of a direct request's: its answer, or its progress.
+enum Direct {
+    Answer(Vec<u8>),
+    Progress(ProgressNotificationParam),
+}
+
+/// Whether `line` belongs to direct request N: a response with id `"hivehost-N"`, or a progress
+/// notification under the token `"hivehost-N"`. Anything else is rmcp's.
+fn direct(line: Vec<u8>) -> Result<(u64, Direct), Vec<u8>> {
     #[derive(serde::Deserialize)]
     struct Peek {
-        id: Option<serde_json::Value>,
-        method: Option<serde::de::IgnoredAny>,
+        id: Option<Value>,
+        method: Option<String>,
+        params: Option<Value>,
     }
-    // Cheap before parsing: a direct answer names the prefix.
-    memchr::memmem::find(line, PREFIX.as_bytes())?;
-    let peek: Peek = serde_json::from_slice(line).ok()?;
-    if peek.method.is_some() {
-        return None;
+    fn number(value: Option<&Value>) -> Option<u64> {
+        value?.as_str()?.strip_prefix(PREFIX)?.parse().ok()
     }
-    peek.id?.as_str()?.strip_prefix(PREFIX)?.parse().ok()
+    // Cheap before parsing: a direct line names the prefix.
+    if memchr::memmem::find(&line, PREFIX.as_bytes()).is_none() {
+        return Err(line);
+    }
+    let Ok(peek) = serde_json::from_slice::<Peek>(&line) else {
+        return Err(line);
+    };
+    match peek.method.as_deref() {
+        None => match number(peek.id.as_ref()) {
+            Some(n) => Ok((n, Direct::Answer(line))),
+            None => Err(line),
+        },
+        Some("notifications/progress") => {
+            let n = number(peek.params.as_ref().and_then(|p| p.get("progressToken")));
+            match (n, peek.params.map(serde_json::from_value::<ProgressNotificationParam>)) {
+                (Some(n), Some(Ok(progress))) => Ok((n, Direct::Progress(progress))),
+                _ => Err(line),
+            }
+        }
+        Some(_) => Err(line),
+    }
 }
 
 /// Fails every waiting caller when the reader ends, however it ends: at the end of stdout, or
@@ -251,12 +292,10 @@ async fn read(ended: Ended, stdout: Pipe, lines: mpsc::UnboundedSender<Vec<u8>>)
             tracing::warn!(bytes = line.len(), "dropped a line of more than {MAX_LINE} bytes from a server's stdout");
             continue;
         }
-        match direct_answer(&line) {
-            Some(n) => wire.answer(n, line),
-            None => {
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
+        match direct(line) {
+            Ok((n, line)) => wire.deliver(n, line),
+            Err(line) if line.iter().all(u8::is_ascii_whitespace) => {}
+            Err(line) => {
                 let _ = lines.send(line);
             }
         }
@@ -333,21 +372,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_answers_to_direct_requests_are_taken_off_to_their_callers() {
-        let cases: [(&str, Option<u64>); 7] = [
-            (r#"{"jsonrpc":"2.0","id":"hivehost-7","result":{}}"#, Some(7)),
-            (r#"{"jsonrpc":"2.0","id":"hivehost-8","error":{"code":-1,"message":"no"}}"#, Some(8)),
-            // rmcp's own requests have numeric ids.
+    fn only_answers_and_progress_of_direct_requests_are_taken_off_to_their_callers() {
+        let progress = r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"hivehost-7","progress":1}}"#;
+        let cases: [(&str, Option<(u64, &str)>); 9] = [
+            (r#"{"jsonrpc":"2.0","id":"hivehost-7","result":{}}"#, Some((7, "answer"))),
+            (r#"{"jsonrpc":"2.0","id":"hivehost-8","error":{"code":-1,"message":"no"}}"#, Some((8, "answer"))),
+            (progress, Some((7, "progress"))),
+            // rmcp's own requests have numeric ids and tokens.
             (r#"{"jsonrpc":"2.0","id":7,"result":{}}"#, None),
-            // The server's progress under a direct request's token is a notification: rmcp's.
-            (r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"hivehost-7"}}"#, None),
+            (r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":7,"progress":1}}"#, None),
             // A request of the server's own that happens to use such an id.
             (r#"{"jsonrpc":"2.0","id":"hivehost-7","method":"roots/list"}"#, None),
             (r#"{"jsonrpc":"2.0","id":"hivehost-x","result":{}}"#, None),
+            // Progress without its number is not progress: rmcp judges it.
+            (r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"hivehost-7"}}"#, None),
             ("not json hivehost-7", None),
         ];
         for (line, expected) in cases {
-            assert_eq!(direct_answer(line.as_bytes()), expected, "{line}");
+            let got = direct(line.as_bytes().to_vec()).ok().map(|(n, d)| match d {
+                Direct::Answer(_) => (n, "answer"),
+                Direct::Progress(_) => (n, "progress"),
+            });
+            assert_eq!(got, expected, "{line}");
         }
     }
 
@@ -358,16 +404,12 @@ mod tests {
         let (hivehost_in, mut server_out) = tokio::io::duplex(1 << 16);
         let (server_in, hivehost_out) = tokio::io::duplex(1 << 16);
         let (wire, mut transport, reader) = Wire::open(Box::new(hivehost_out), Box::new(hivehost_in));
-        wire.stamp(Stamp {
-            protocol_version: ProtocolVersion::V_2026_07_28,
-            client_info: Implementation::new("hivehost", "test"),
-            client_capabilities: ClientCapabilities::default(),
-        });
+        wire.stamp(ProtocolVersion::V_2026_07_28);
         let mut params: Option<Map<String, Value>> = serde_json::from_value(serde_json::json!({
             "name": "echo", "arguments": { "text": "hi" }, "_meta": { "progressToken": "the client's" }
         }))
         .unwrap();
-        let sent = wire.send("tools/call", &mut params).await.unwrap();
+        let mut sent = wire.send("tools/call", &mut params).await.unwrap();
 
         // The server sees the wire's id and token, the stamp, and the client's arguments as they were.
         let mut lines = tokio::io::BufReader::new(server_in).lines();
@@ -379,28 +421,35 @@ mod tests {
         assert_eq!(request["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"], "2026-07-28");
         assert_eq!(sent.id, RequestId::String("hivehost-1".into()));
 
-        // A notification goes to rmcp's session; the answer to its caller, untouched.
+        // A notification goes to rmcp's session; the request's progress and then its answer to the
+        // caller, the answer untouched, and the progress already there when the answer is.
         server_out.write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\n").await.unwrap();
+        server_out
+            .write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progressToken\":\"hivehost-1\",\"progress\":1,\"total\":1}}\n")
+            .await
+            .unwrap();
         server_out
             .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":\"hivehost-1\",\"result\":{\"content\":[{\"type\":\"text\",\"text\":\"hi\"}]}}\n")
             .await
             .unwrap();
-        let result = sent.answer().await.unwrap();
+        let result = sent.answer.get().await.unwrap();
         assert_eq!(result.get(), r#"{"content":[{"type":"text","text":"hi"}]}"#);
+        let progress = sent.progress.try_recv().expect("the progress came before the answer");
+        assert_eq!(progress.progress, 1.0);
         let notification = transport.receive().await.expect("the notification reached rmcp");
         assert!(matches!(notification, rmcp::model::JsonRpcMessage::Notification(_)), "{notification:?}");
 
         // An error answer is the server's error; a closed stdout fails whoever still waits.
-        let sent = wire.send("tools/list", &mut None).await.unwrap();
+        let mut sent = wire.send("tools/list", &mut None).await.unwrap();
         let _ = lines.next_line().await.unwrap().unwrap();
         server_out
             .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":\"hivehost-2\",\"error\":{\"code\":-32601,\"message\":\"no\"}}\n")
             .await
             .unwrap();
-        assert!(matches!(sent.answer().await, Err(WireError::Server(e)) if e.message == "no"));
-        let sent = wire.send("tools/list", &mut None).await.unwrap();
+        assert!(matches!(sent.answer.get().await, Err(WireError::Server(e)) if e.message == "no"));
+        let mut sent = wire.send("tools/list", &mut None).await.unwrap();
         drop(server_out);
-        assert!(matches!(sent.answer().await, Err(WireError::Closed)));
+        assert!(matches!(sent.answer.get().await, Err(WireError::Closed)));
         reader.await.unwrap();
     }
 
@@ -411,10 +460,10 @@ mod tests {
         let (hivehost_in, _server_out) = tokio::io::duplex(1 << 16);
         let (_server_in, hivehost_out) = tokio::io::duplex(1 << 16);
         let (wire, _transport, reader) = Wire::open(Box::new(hivehost_out), Box::new(hivehost_in));
-        let sent = wire.send("tools/list", &mut None).await.unwrap();
+        let mut sent = wire.send("tools/list", &mut None).await.unwrap();
         reader.abort();
         let _ = reader.await;
-        let answer = tokio::time::timeout(std::time::Duration::from_secs(10), sent.answer()).await;
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(10), sent.answer.get()).await;
         assert!(matches!(answer, Ok(Err(WireError::Closed))), "{answer:?}");
         assert!(matches!(wire.send("tools/list", &mut None).await, Err(WireError::NotSent(_))));
     }

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use actors::wire::Sent;
 use actors::{LinkState, McpLink, Upstream, WireError};
 #[allow(deprecated, reason = "logging and resource subscriptions are still forwarded for 2025-11-25 clients")]
 use rmcp::model::{
@@ -216,10 +217,10 @@ pub(super) async fn forward_raw(
     mut caller: Caller,
 ) -> Result<Box<RawValue>, Failure> {
     let mut up = link.upstream(patience).await.map_err(|err| Failure::Gateway(err.to_string()))?;
-    let mut result = forward_to(link, &up, method, params, &mut caller).await;
+    let mut result = forward_to(&up, method, params, &mut caller).await;
     if matches!(result, Err(Miss::Wire(WireError::NotSent(_)))) {
         up = link.upstream_after(up.generation, patience).await.map_err(|err| Failure::Gateway(err.to_string()))?;
-        result = forward_to(link, &up, method, params, &mut caller).await;
+        result = forward_to(&up, method, params, &mut caller).await;
     }
     link.count_call(result.is_ok());
     result.map_err(|err| Failure::of(err, link.id(), up.generation))
@@ -277,77 +278,21 @@ pub(super) fn tool_response(result: Result<ServerResult, Failure>) -> Result<Cal
     }
 }
 
-/// How long a call that has reported progress, but not its completion, may hold its answer for
-/// progress that trails it (see [`forward_to`]).
-const PROGRESS_GRACE: Duration = Duration::from_millis(20);
-
-/// The progress of one forwarded request, passed on to its client under the client's own token.
-struct Relay {
-    rx: broadcast::Receiver<ServerNotification>,
-    upstream_token: ProgressToken,
-    client_token: ProgressToken,
-    out: ProgressOut,
-    /// Some progress of this request came through.
-    seen: bool,
-    /// The last progress reached its total.
-    complete: bool,
-}
-
-impl Relay {
-    /// The next progress notification of this request.
-    async fn next(&mut self) -> rmcp::model::ProgressNotification {
-        let token = &self.upstream_token;
-        let ours = |n: &ServerNotification| matches!(n, ServerNotification::ProgressNotification(n) if n.params.progress_token == *token);
-        match next_where(&mut self.rx, ours).await {
-            Some(ServerNotification::ProgressNotification(n)) => n,
-            _ => std::future::pending().await,
+/// Passes a forwarded request's progress on under the client's own token.
+async fn pass_on(
+    out: &ProgressOut,
+    client_token: &ProgressToken,
+    mut progress: rmcp::model::ProgressNotificationParam,
+) {
+    progress.progress_token = client_token.clone();
+    let n = ServerNotification::ProgressNotification(rmcp::model::ProgressNotification::new(progress));
+    match out {
+        ProgressOut::Session(client) => {
+            let _ = client.send_notification(n).await;
         }
-    }
-
-    async fn pass_on(&mut self, mut n: rmcp::model::ProgressNotification) {
-        self.seen = true;
-        self.complete = n.params.total.is_some_and(|total| n.params.progress >= total);
-        n.params.progress_token = self.client_token.clone();
-        let n = ServerNotification::ProgressNotification(n);
-        match &self.out {
-            ProgressOut::Session(client) => {
-                let _ = client.send_notification(n).await;
-            }
-            ProgressOut::Reply(reply) => {
-                let _ = reply.send(n);
-            }
+        ProgressOut::Reply(reply) => {
+            let _ = reply.send(n);
         }
-    }
-
-    /// Passes on the progress that trails the answer. rmcp hands each notification to the
-    /// upstream handler in a task of its own, so progress the server sent just before its answer
-    /// can reach the link just after it; the client drops progress that comes after the answer.
-    async fn flush(&mut self) {
-        // A request that did not report progress (most calls) only takes what has already
-        // arrived, without touching the timer (a zero timeout still waits for its next tick).
-        while !self.seen {
-            match self.rx.try_recv() {
-                Ok(ServerNotification::ProgressNotification(n)) if n.params.progress_token == self.upstream_token => {
-                    self.pass_on(n).await;
-                }
-                Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
-                Err(_) => return,
-            }
-        }
-        // One that did waits briefly for the rest.
-        while !self.complete {
-            match tokio::time::timeout(PROGRESS_GRACE, self.next()).await {
-                Ok(n) => self.pass_on(n).await,
-                Err(_) => return,
-            }
-        }
-    }
-}
-
-async fn next_progress(relay: &mut Option<Relay>) -> rmcp::model::ProgressNotification {
-    match relay {
-        Some(relay) => relay.next().await,
-        None => std::future::pending().await,
     }
 }
 
@@ -355,52 +300,34 @@ async fn next_progress(relay: &mut Option<Relay>) -> rmcp::model::ProgressNotifi
 /// upstream when the caller's token is cancelled (the client's `notifications/cancelled`, or its
 /// session ending). The caller's progress sink is lent to this attempt and given back after it.
 async fn forward_to(
-    link: &McpLink,
     up: &Upstream,
     method: &str,
     params: &mut Option<Map<String, Value>>,
     caller: &mut Caller,
 ) -> Result<Box<RawValue>, Miss> {
-    // Subscribed before the request goes out, so no early progress is missed.
-    let progress = caller.progress.take().map(|(token, out)| (token, out, link.notifications()));
-    let handle = match up.wire.send(method, params).await {
-        Ok(handle) => handle,
-        Err(err) => {
-            caller.progress = progress.map(|(token, out, _)| (token, out));
-            return Err(Miss::Wire(err));
-        }
-    };
-    let mut guard = CancelOnDrop { peer: up.peer.clone(), id: Some(handle.id.clone()) };
-    let mut relay = progress.map(|(client_token, out, rx)| Relay {
-        rx,
-        upstream_token: handle.progress_token.clone(),
-        client_token,
-        out,
-        seen: false,
-        complete: false,
-    });
-    let response = async { handle.answer().await.map_err(Miss::Wire) };
-    tokio::pin!(response);
+    let Sent { id, mut answer, mut progress } = up.wire.send(method, params).await.map_err(Miss::Wire)?;
+    let mut guard = CancelOnDrop { peer: up.peer.clone(), id: Some(id) };
     let result = loop {
         tokio::select! {
-            result = &mut response => {
+            result = answer.get() => {
                 guard.id = None;
-                break result;
+                break result.map_err(Miss::Wire);
             }
-            () = caller.cancel.cancelled() => {
-                break Err(Miss::Cancelled);
-            }
-            n = next_progress(&mut relay) => {
-                if let Some(relay) = relay.as_mut() {
-                    relay.pass_on(n).await;
+            () = caller.cancel.cancelled() => break Err(Miss::Cancelled),
+            Some(p) = progress.recv() => {
+                if let Some((token, out)) = &caller.progress {
+                    pass_on(out, token, p).await;
                 }
             }
         }
     };
-    if let (Some(relay), Ok(_)) = (relay.as_mut(), &result) {
-        relay.flush().await;
+    // The wire hands over a request's lines in the order the server wrote them: the progress sent
+    // before the answer is all here now, and goes out before the answer does.
+    while let Ok(p) = progress.try_recv() {
+        if let Some((token, out)) = &caller.progress {
+            pass_on(out, token, p).await;
+        }
     }
-    caller.progress = relay.map(|relay| (relay.client_token, relay.out));
     result
 }
 

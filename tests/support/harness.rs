@@ -148,32 +148,49 @@ pub(crate) fn serve_once(dir: &Path, config: &Path) -> std::process::Output {
 
 /// Starts `hivehost serve --config CONFIG` in `dir`; returns it and the address it logged.
 pub(crate) fn start_serve(dir: &Path, config: &Path) -> (Serve, String) {
+    spawn_serve(dir, config, &[("HIVEHOST_LOG", "info,rmcp=warn")], Duration::from_secs(60), |_| {})
+        .expect("serve logs its address")
+}
+
+/// Starts `hivehost serve --config CONFIG` in `dir` with `env` added, hands every line it logs to
+/// `on_line`, and returns it with the address it logged; `Err` if it logged none within
+/// `patience` (the guard then stops it).
+pub(crate) fn spawn_serve(
+    dir: &Path,
+    config: &Path,
+    env: &[(&str, &str)],
+    patience: Duration,
+    mut on_line: impl FnMut(&str) + Send + 'static,
+) -> Result<(Serve, String), String> {
     use std::io::BufRead;
-    #[allow(clippy::disallowed_methods, reason = "the test starts the binary under test")]
+    use std::process::Stdio;
+    #[allow(clippy::disallowed_methods, reason = "tests and benches start the binary under test")]
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hivehost"));
-    let mut child = cmd
-        .args(["serve", "--config"])
+    cmd.args(["serve", "--config"])
         .arg(config)
         .current_dir(dir)
-        .env("HIVEHOST_LOG", "info,rmcp=warn")
         .env("NO_COLOR", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("hivehost starts");
-    let stderr = child.stderr.take().expect("piped stderr");
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|err| format!("starting hivehost: {err}"))?;
+    let stderr = child.stderr.take().ok_or("hivehost's stderr is not piped")?;
+    let serve = Serve(child);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            on_line(&line);
             if let Some(at) = line.find("listening on http://") {
                 let addr = line[at + "listening on http://".len()..].split_whitespace().next().unwrap_or("").to_owned();
                 let _ = tx.send(addr);
             }
         }
     });
-    let serve = Serve(child);
-    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("serve logs its address");
-    (serve, addr)
+    match rx.recv_timeout(patience) {
+        Ok(addr) => Ok((serve, addr)),
+        Err(_) => Err(format!("hivehost never logged its address within {patience:?}")),
+    }
 }
 
 /// Waits until `cond` holds, polling; panics with `what` after `limit`.
