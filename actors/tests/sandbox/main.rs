@@ -262,6 +262,14 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
+/// CPU seconds `pid` has run, and seconds it was runnable but waiting for a core
+/// (`/proc/{pid}/schedstat`: run time and run delay, in nanoseconds).
+fn schedstat(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).expect("schedstat");
+    let mut fields = stat.split_whitespace().map(|f| f.parse::<f64>().expect("nanoseconds") / 1e9);
+    (fields.next().expect("run time"), fields.next().expect("run delay"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cpu_hog_is_held_at_cpu_percent() {
     let Some(caps) = host_for("cpu_hog", &[Need::Root, Need::Limits]) else { return };
@@ -504,10 +512,17 @@ async fn without_a_cgroup_a_cpu_hog_is_throttled_near_cpu_percent() {
     results(&sup, "throttled", 1).await;
     // The measurement itself: 2 s for the throttle to find its duty cycle, then a 5 s window.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (t0, c0) = (std::time::Instant::now(), cpu_seconds(pid));
+    let (t0, (ran0, waited0)) = (std::time::Instant::now(), schedstat(pid));
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let share = (cpu_seconds(pid) - c0) / t0.elapsed().as_secs_f64() * 100.0;
-    assert!((24.0..=36.0).contains(&share), "held within 20 % of 30 %: measured {share:.1} %");
+    let (ran1, waited1) = schedstat(pid);
+    let window = t0.elapsed().as_secs_f64();
+    let (ran, waited) = ((ran1 - ran0) / window * 100.0, (waited1 - waited0) / window * 100.0);
+    // The limit is a ceiling: never above it. And the throttle stops the hog only to pay back
+    // what it ran beyond its share: the time it was not stopped (running, or runnable and
+    // waiting for a core other processes held) is at least about its share. A throttle that
+    // stops too long fails this; a busy machine that gives the hog less than 30 % does not.
+    assert!(ran <= 36.0, "held within 20 % of 30 %: ran {ran:.1} %");
+    assert!(ran + waited >= 24.0, "stopped no longer than its share asks: ran {ran:.1} %, waited {waited:.1} %");
     sup.shutdown().await.expect("shutdown");
     assert!(!alive(pid), "the throttled server is gone");
 }
