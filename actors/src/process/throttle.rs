@@ -11,8 +11,10 @@ use super::TreeControl;
 /// How often the bucket is looked at while the tree uses more than half its share.
 const PERIOD: Duration = Duration::from_millis(50);
 
-/// How often while it uses less: an idle server costs one look per second.
-const IDLE_PERIOD: Duration = Duration::from_secs(1);
+/// How often while it uses less: an idle server costs four looks per second, and a tree that
+/// turns busy between two looks runs free for at most this long (a quarter second at a full
+/// core leaves a debt of 0.6 s stopped at 30 %; a whole second would leave 2.3 s).
+const IDLE_PERIOD: Duration = Duration::from_millis(250);
 
 /// Credit the bucket may save up while the tree runs: a short burst, as a cgroup's quota allows
 /// within one period.
@@ -201,10 +203,25 @@ mod tests {
     }
 
     #[test]
+    fn a_tree_turning_busy_while_idle_is_stopped_briefly() {
+        // Idle, then spinning from just after a look until the next: the whole idle period.
+        let mut bucket = Bucket::new(30);
+        for _ in 0..60 {
+            assert_eq!(bucket.look(Duration::ZERO, IDLE_PERIOD, Stopped::default()).next, IDLE_PERIOD);
+        }
+        let look = bucket.look(IDLE_PERIOD, IDLE_PERIOD, Stopped::default());
+        let pause = look.pause.expect("stopped after the burst");
+        assert!(pause <= MS(600), "{pause:?}");
+        assert_eq!(look.next, PERIOD, "watched closely from then on");
+    }
+
+    #[test]
     fn a_large_debt_is_paid_in_stops_of_at_most_a_second() {
         let mut bucket = Bucket::new(10);
-        let look = bucket.look(IDLE_PERIOD, IDLE_PERIOD, Stopped::default());
-        assert_eq!(look.pause, Some(MAX_PAUSE), "0.9 s of debt at 10 % would take 9 s");
+        let look = bucket.look(MS(2000), MS(1000), Stopped::default());
+        assert_eq!(look.pause, Some(MAX_PAUSE), "1.9 s of debt at 10 % would take 19 s");
+        let look = bucket.look(MS(50), MS(1050), Stopped { planned: MAX_PAUSE, actual: MAX_PAUSE });
+        assert_eq!(look.pause, Some(MAX_PAUSE), "paid over several stops");
         assert_eq!(look.next, PERIOD);
     }
 }
