@@ -127,15 +127,18 @@ impl ServerHandler for Echo {
     }
 }
 
-/// Serves [`Echo`] on stdin and stdout until stdin closes.
+/// Serves [`Echo`] on stdin and stdout until stdin closes, through rmcp's `stdio_pipes` (tokio's
+/// pipe driver: no hand-off to a blocking thread per read and write), as rmcp advises for a
+/// server whose standard streams are pipes.
 fn echo_server() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        let service = Echo { tool_router: Echo::tool_router() }.serve(rmcp::transport::stdio()).await?;
+        let service = Echo { tool_router: Echo::tool_router() }.serve(rmcp::transport::stdio_pipes()).await?;
         service.waiting().await?;
         anyhow::Ok(())
     })?;
-    // The stdin reader may still sit in a blocking read of the runtime's pool: do not wait for it.
+    // Where stdin is not a pipe, its reader may still sit in a blocking read of the runtime's pool:
+    // do not wait for it.
     runtime.shutdown_background();
     Ok(())
 }

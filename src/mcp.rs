@@ -491,10 +491,12 @@ async fn per_server(
     }
 }
 
-/// Serves the hosting tools over this process's stdin and stdout until the client goes away.
+/// Serves the hosting tools over this process's stdin and stdout until the client goes away:
+/// through tokio's pipe driver when both are pipes (as MCP clients launch a stdio server), with no
+/// hand-off to a blocking thread per read and write; otherwise through tokio's blocking stdio.
 pub async fn serve_stdio(app: Arc<App>, counters: Arc<Counters>) {
     use rmcp::ServiceExt;
-    match HostingTools::new(app, counters).serve(rmcp::transport::stdio()).await {
+    match HostingTools::new(app, counters).serve(rmcp::transport::stdio_pipes()).await {
         Ok(service) => {
             if let Err(err) = service.waiting().await {
                 tracing::warn!(error = %err, "the stdio MCP session ended with an error");
