@@ -432,6 +432,16 @@ pub(crate) fn http_config(
         .with_allowed_hosts(hosts)
 }
 
+/// A session manager for an MCP endpoint: it closes a session idle for the configured
+/// `mcp_session_idle_timeout`.
+pub(crate) fn session_manager(
+    config: &config::HostConfig,
+) -> rmcp::transport::streamable_http_server::session::local::LocalSessionManager {
+    let mut sessions = rmcp::transport::streamable_http_server::session::local::LocalSessionManager::default();
+    sessions.session_config.keep_alive = Some(config.mcp_session_idle_timeout);
+    sessions
+}
+
 /// The hosting tools over streamable HTTP, for `/mcp` (the caller puts it behind the token).
 pub fn http_service(
     app: Arc<App>,
@@ -442,9 +452,10 @@ pub fn http_service(
     rmcp::transport::streamable_http_server::session::local::LocalSessionManager,
 > {
     let config = http_config(app.config(), cancel);
+    let sessions = Arc::new(session_manager(app.config()));
     rmcp::transport::streamable_http_server::StreamableHttpService::new(
         move || Ok(HostingTools::new(app.clone(), counters.clone())),
-        Default::default(),
+        sessions,
         config,
     )
 }

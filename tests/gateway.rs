@@ -354,32 +354,48 @@ async fn rmcp_part(at: Arc<(String, String)>) {
 
 /// A session's messages as plain HTTP, to see the answers themselves: a forwarded call is answered
 /// as JSON, a call that reports progress as SSE, and ending the session cancels its calls upstream.
-async fn raw_part(at: Arc<(String, String)>) {
-    let (addr, token) = (at.0.clone(), at.1.clone());
-    let url = format!("http://{addr}/servers/node-echo/mcp");
-    let http = reqwest::Client::new();
-    let post = |session: Option<&str>, body: Value| {
-        let mut request = http
-            .post(&url)
-            .bearer_auth(&token)
-            .header("accept", "application/json, text/event-stream")
-            .header("content-type", "application/json")
-            .body(body.to_string());
-        if let Some(session) = session {
-            request = request.header("mcp-session-id", session).header("mcp-protocol-version", "2025-11-25");
-        }
-        request.send()
-    };
+/// A JSON-RPC POST to `url`, in `session` if given (a 2025-11-25 one).
+fn raw_post(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    session: Option<&str>,
+    body: Value,
+) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> + use<> {
+    let mut request = http
+        .post(url)
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    if let Some(session) = session {
+        request = request.header("mcp-session-id", session).header("mcp-protocol-version", "2025-11-25");
+    }
+    request.send()
+}
+
+/// Opens a 2025-11-25 session at `url` (initialize, then initialized) and returns its id.
+async fn raw_session(http: &reqwest::Client, url: &str, token: &str) -> String {
     let initialize = json!({
         "jsonrpc": "2.0", "id": 1, "method": "initialize",
         "params": { "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": { "name": "raw", "version": "1" } }
     });
-    let answer = within("initialize", post(None, initialize)).await.unwrap();
+    let answer = within("initialize", raw_post(http, url, token, None, initialize)).await.unwrap();
     assert_eq!(answer.status(), 200);
     let session = answer.headers()["mcp-session-id"].to_str().unwrap().to_owned();
     let _ = within("the initialize answer", answer.text()).await.unwrap();
     let initialized = json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
-    assert_eq!(within("initialized", post(Some(&session), initialized)).await.unwrap().status(), 202);
+    let answer = within("initialized", raw_post(http, url, token, Some(&session), initialized)).await.unwrap();
+    assert_eq!(answer.status(), 202);
+    session
+}
+
+async fn raw_part(at: Arc<(String, String)>) {
+    let (addr, token) = (at.0.clone(), at.1.clone());
+    let url = format!("http://{addr}/servers/node-echo/mcp");
+    let http = reqwest::Client::new();
+    let post = |session: Option<&str>, body: Value| raw_post(&http, &url, &token, session, body);
+    let session = raw_session(&http, &url, &token).await;
 
     // A plain call: one JSON answer with the client's own id.
     let echo = json!({ "jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": { "name": "echo", "arguments": { "text": "raw" } } });
@@ -431,6 +447,43 @@ async fn raw_part(at: Arc<(String, String)>) {
     let echo = json!({ "jsonrpc": "2.0", "id": 10, "method": "tools/call", "params": { "name": "echo", "arguments": { "text": "x" } } });
     let answer = within("a call in the ended session", post(Some(&session), echo)).await.unwrap();
     assert_eq!(answer.status(), 404);
+}
+
+#[test]
+fn a_session_busy_with_calls_outlives_the_idle_timeout_and_an_idle_one_is_closed() {
+    // The gateway answers a session's calls itself, out of sight of rmcp's session, which closes
+    // a session idle for `mcp_session_idle_timeout`: the gateway keeps a busy one alive.
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 2, 1).unwrap();
+    let mut settings: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    settings["mcp_hosting"]["mcp_session_idle_timeout"] = json!(2);
+    std::fs::write(&config, settings.to_string()).unwrap();
+    let (mut serve, addr) = start_serve(dir.path(), &config);
+    let token = std::fs::read_to_string(dir.path().join("api_token")).unwrap().trim().to_owned();
+    let scratch = tempfile::tempdir().unwrap();
+    deploy(&addr, &token, "node-echo", &node_package(scratch.path()));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let url = format!("http://{addr}/servers/node-echo/mcp");
+        let http = reqwest::Client::new();
+        let busy = raw_session(&http, &url, &token).await;
+        let idle = raw_session(&http, &url, &token).await;
+        let echo = |n: u64| json!({ "jsonrpc": "2.0", "id": n, "method": "tools/call", "params": { "name": "echo", "arguments": { "text": "x" } } });
+        // A call every quarter second for three idle timeouts: the session stays.
+        let started = std::time::Instant::now();
+        let mut n = 0;
+        while started.elapsed() < Duration::from_secs(6) {
+            let answer = within("a call", raw_post(&http, &url, &token, Some(&busy), echo(n))).await.unwrap();
+            assert_eq!(answer.status(), 200, "call {n}, {:?} after the first", started.elapsed());
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        // The other session, untouched as long, is gone.
+        let answer = within("a call in the idle session", raw_post(&http, &url, &token, Some(&idle), echo(n))).await.unwrap();
+        assert_eq!(answer.status(), 404, "the idle session was closed");
+    });
+    assert_eq!(serve.terminate(), Some(0));
 }
 
 #[test]

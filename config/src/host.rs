@@ -64,6 +64,10 @@ pub struct HostConfig {
     /// A server with no tool call through the gateway for this long is idle (a recommendation to
     /// stop it); above zero.
     pub idle_after: Duration,
+    /// An MCP session over streamable HTTP (`/mcp`, `/mcp/gateway`, `/servers/{id}/mcp`) with no
+    /// request or stream for this long is closed, and its client must initialize again; at least
+    /// 1 s. A safety net for clients that vanish without ending their session.
+    pub mcp_session_idle_timeout: Duration,
     /// How often each server's CPU, memory and process count are sampled; at least 100 ms.
     pub metrics_interval: Duration,
     /// How many metric samples are kept per server; at least 1.
@@ -136,6 +140,7 @@ impl Default for HostConfig {
             security: SecurityConfig::default(),
             auth: AuthConfig::default(),
             idle_after: Duration::from_secs(24 * 3600),
+            mcp_session_idle_timeout: Duration::from_secs(300),
             metrics_interval: Duration::from_secs(5),
             metrics_history: 720,
             supervisor: SupervisorConfig::default(),
@@ -333,6 +338,9 @@ fn read_hosting(mut o: Obj<'_>, diags: &mut Diags) -> HostConfig {
         security: read_security(&mut o, diags),
         auth: read_auth(&mut o, diags),
         idle_after: o.duration("idle_after", diags, MinDuration::Positive).unwrap_or(d.idle_after),
+        mcp_session_idle_timeout: o
+            .duration("mcp_session_idle_timeout", diags, MinDuration::AtLeast(Duration::from_secs(1)))
+            .unwrap_or(d.mcp_session_idle_timeout),
         metrics_interval: o
             .duration("metrics_interval", diags, MinDuration::AtLeast(Duration::from_millis(100)))
             .unwrap_or(d.metrics_interval),

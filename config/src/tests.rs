@@ -109,6 +109,7 @@ fn shipped_config_names_every_key() {
                 "security",
                 "auth",
                 "idle_after",
+                "mcp_session_idle_timeout",
                 "metrics_interval",
                 "metrics_history",
                 "supervisor",
@@ -387,6 +388,12 @@ fn durations_take_seconds_or_a_unit() {
     );
     let config = check_host(&hosting(r#""metrics_interval": 0.1"#), Expect::Clean);
     assert_eq!(config.map(|c| c.metrics_interval), Some(Duration::from_millis(100)));
+    check_host(
+        &hosting(r#""mcp_session_idle_timeout": "500ms""#),
+        Expect::Errors(&[r#"mcp_hosting.mcp_session_idle_timeout: expected a duration of at least 1s, found "500ms""#]),
+    );
+    let config = check_host(&hosting(r#""mcp_session_idle_timeout": "2m""#), Expect::Clean);
+    assert_eq!(config.map(|c| c.mcp_session_idle_timeout), Some(Duration::from_secs(120)));
 }
 
 #[test]

@@ -61,10 +61,11 @@ impl Aggregate {
         cancel: CancellationToken,
     ) -> StreamableHttpService<AggregateProxy, LocalSessionManager> {
         let config = super::http_config(self.app.config(), cancel);
+        let sessions = Arc::new(super::session_manager(self.app.config()));
         let shared = self.clone();
         StreamableHttpService::new(
             move || Ok(AggregateProxy { shared: shared.clone(), relay: Mutex::new(None) }),
-            Default::default(),
+            sessions,
             config,
         )
     }

@@ -50,13 +50,13 @@ const VERSION_HEADER: &str = "mcp-protocol-version";
 const JSON: &str = "application/json";
 const EVENT_STREAM: &str = "text/event-stream";
 
-/// How often at most a session busy only on this path is pinged through rmcp, which closes a
-/// session after five minutes without an event.
-const TOUCH_EVERY: Duration = Duration::from_secs(60);
+/// A session busy only on this path is pinged through rmcp, which closes a session after its idle
+/// timeout without an event, at most this many times per timeout.
+const TOUCHES_PER_IDLE_TIMEOUT: u32 = 5;
 
-/// Session bookkeeping untouched for this long is dropped (its session has long expired, or is
-/// busy only on rmcp's side, which needs none of it).
-const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
+/// Session bookkeeping untouched for this many idle timeouts is dropped (its session has long
+/// expired, or is busy only on rmcp's side, which needs none of it).
+const FORGET_AFTER_IDLE_TIMEOUTS: u32 = 3;
 
 /// The fast path of one server's endpoint.
 pub(super) struct FastPath {
@@ -67,6 +67,10 @@ pub(super) struct FastPath {
     /// rmcp validates `Origin` under this config: such requests are left to it.
     checks_origin: bool,
     max_body: usize,
+    /// How often at most a session busy only here is pinged through rmcp.
+    touch_every: Duration,
+    /// When its bookkeeping is dropped.
+    forget_after: Duration,
     open: Mutex<HashMap<SessionId, SessionUse>>,
     pings: AtomicU64,
 }
@@ -94,9 +98,13 @@ impl FastPath {
         config: &StreamableHttpServerConfig,
         sessions: Arc<LocalSessionManager>,
     ) -> FastPath {
+        // rmcp closes a session idle this long (`mcp_session_idle_timeout`).
+        let idle = sessions.session_config.keep_alive.unwrap_or(Duration::from_secs(300));
         FastPath {
             link,
             patience,
+            touch_every: idle / TOUCHES_PER_IDLE_TIMEOUT,
+            forget_after: idle * FORGET_AFTER_IDLE_TIMEOUTS,
             sessions,
             allowed_hosts: config.allowed_hosts.clone(),
             // hivehost never asks rmcp to check an empty origin list (`mcp::http_config`).
@@ -258,11 +266,13 @@ impl FastPath {
         let touch = {
             let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
             if !open.contains_key(session) {
-                open.retain(|_, used| used.touched.is_some_and(|t| now - t < FORGET_AFTER) || !used.calls.is_empty());
+                open.retain(|_, used| {
+                    used.touched.is_some_and(|t| now - t < self.forget_after) || !used.calls.is_empty()
+                });
             }
             let used = open.entry(session.clone()).or_default();
             used.calls.insert(id.clone(), cancel.clone());
-            let due = used.touched.is_none_or(|t| now - t >= TOUCH_EVERY);
+            let due = used.touched.is_none_or(|t| now - t >= self.touch_every);
             if due {
                 used.touched = Some(now);
             }

@@ -115,7 +115,7 @@ fn endpoint(
     cancel: CancellationToken,
 ) -> Endpoint {
     let http = super::http_config(config, cancel);
-    let sessions = Arc::new(LocalSessionManager::default());
+    let sessions = Arc::new(super::session_manager(config));
     let fast = Arc::new(FastPath::new(link.clone(), patience, &http, sessions.clone()));
     let proxied = link.clone();
     let service = StreamableHttpService::new(move || Ok(ServerProxy::new(proxied.clone(), patience)), sessions, http);
