@@ -470,9 +470,19 @@ pub fn router(
 ) -> axum::Router {
     let gateway = gateway::Gateway::new(app.clone(), cancel.child_token());
     let aggregate = aggregate::Aggregate::new(app.clone(), gateway.patience());
+    let (service, fast) = aggregate.service(cancel.child_token());
+    let all = axum::routing::any(move |request: axum::extract::Request| {
+        let (service, fast) = (service.clone(), fast.clone());
+        async move {
+            match fast.serve(request).await {
+                fast::Outcome::Answered(response) => response,
+                fast::Outcome::Pass(request) => service.handle(request).await.map(axum::body::Body::new),
+            }
+        }
+    });
     let routes = axum::Router::new()
         .route_service("/mcp", http_service(app, counters, cancel.child_token()))
-        .route_service("/mcp/gateway", aggregate.service(cancel.child_token()))
+        .route("/mcp/gateway", all)
         .route("/servers/{id}/mcp", axum::routing::any(per_server).with_state(gateway));
     dashboard::protect(routes, token)
 }

@@ -447,6 +447,28 @@ async fn raw_part(at: Arc<(String, String)>) {
     let echo = json!({ "jsonrpc": "2.0", "id": 10, "method": "tools/call", "params": { "name": "echo", "arguments": { "text": "x" } } });
     let answer = within("a call in the ended session", post(Some(&session), echo)).await.unwrap();
     assert_eq!(answer.status(), 404);
+
+    // The aggregate answers its tool calls the same way: JSON, with the client's id; an unknown
+    // server's tool is a tool error that says where the names come from.
+    let all = format!("http://{addr}/mcp/gateway");
+    let session = raw_session(&http, &all, &token).await;
+    let calls = [("node-echo__echo", json!({ "text": "all" })), ("nope__add", json!({}))];
+    let mut answers = Vec::new();
+    for (n, (tool, arguments)) in calls.into_iter().enumerate() {
+        let call = json!({ "jsonrpc": "2.0", "id": n + 20, "method": "tools/call", "params": { "name": tool, "arguments": arguments } });
+        let answer = within("an aggregate call", raw_post(&http, &all, &token, Some(&session), call)).await.unwrap();
+        assert_eq!(answer.status(), 200);
+        assert_eq!(answer.headers()["content-type"], "application/json");
+        answers.push(within("its answer", answer.json::<Value>()).await.unwrap());
+    }
+    assert_eq!(
+        (&answers[0]["id"], &answers[0]["result"]["content"][0]["text"]),
+        (&json!(20), &json!("all")),
+        "{answers:?}"
+    );
+    assert_eq!((&answers[1]["id"], &answers[1]["result"]["isError"]), (&json!(21), &json!(true)), "{answers:?}");
+    let why = answers[1]["result"]["content"][0]["text"].as_str().unwrap_or_default();
+    assert!(why.contains("no tool nope__add") && why.contains("tools/list"), "{why}");
 }
 
 #[test]

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use actors::{EventKind, LinkState, McpLink, ServerState, Upstream};
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResponse, CallToolResult, ClientRequest, ContentBlock,
-    Implementation, InitializeRequestParams, InitializeResult, ListToolsResult, PaginatedRequestParams,
-    ServerCapabilities, ServerConfig, ServerNotification, SubscriptionFilter, Tool,
+    CallToolRequest, CallToolRequestParams, CallToolResponse, ClientRequest, Implementation, InitializeRequestParams,
+    InitializeResult, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, ServerNotification,
+    SubscriptionFilter, Tool,
 };
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::transport::streamable_http_server::StreamableHttpService;
@@ -20,7 +20,8 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::gateway::{Caller, forward_on, tool_response};
+use super::fast::{FastPath, Route};
+use super::gateway::{Caller, Failure, forward_on, tool_response};
 use super::next_where;
 use crate::App;
 
@@ -55,19 +56,23 @@ impl Aggregate {
         Arc::new(Aggregate { app, patience, changed, watcher })
     }
 
-    /// `/mcp/gateway` over streamable HTTP.
-    pub fn service(
+    /// `/mcp/gateway` over streamable HTTP: rmcp's service, and the fast path in front of it that
+    /// answers its sessions' tool calls.
+    pub(super) fn service(
         self: &Arc<Self>,
         cancel: CancellationToken,
-    ) -> StreamableHttpService<AggregateProxy, LocalSessionManager> {
+    ) -> (StreamableHttpService<AggregateProxy, LocalSessionManager>, Arc<FastPath>) {
         let config = super::http_config(self.app.config(), cancel);
         let sessions = Arc::new(super::session_manager(self.app.config()));
+        let fast =
+            Arc::new(FastPath::new(Route::Aggregate(self.app.clone()), self.patience, &config, sessions.clone()));
         let shared = self.clone();
-        StreamableHttpService::new(
+        let service = StreamableHttpService::new(
             move || Ok(AggregateProxy { shared: shared.clone(), relay: Mutex::new(None) }),
             sessions,
             config,
-        )
+        );
+        (service, fast)
     }
 }
 
@@ -137,6 +142,20 @@ impl Drop for AggregateProxy {
         if let Some(relay) = self.relay.lock().unwrap_or_else(|p| p.into_inner()).take() {
             relay.abort();
         }
+    }
+}
+
+/// The server a call of the aggregate tool `name` goes to, and the tool's own name there; `Err`
+/// is a tool error for the caller (no such server), or, for the supervisor's failure, a protocol
+/// error.
+pub(super) async fn route_call(app: &App, name: &str) -> Result<(Arc<McpLink>, String), Failure> {
+    let links =
+        app.supervisor().links().await.map_err(|e| Failure::Server(ErrorData::internal_error(e.to_string(), None)))?;
+    match split_name(name, &links) {
+        Some((link, tool)) => Ok((link, tool.to_owned())),
+        None => Err(Failure::Gateway(format!(
+            "no tool {name}: gateway tools are named server{SEPARATOR}tool after a hosted server; tools/list shows them"
+        ))),
     }
 }
 
@@ -237,15 +256,11 @@ impl ServerHandler for AggregateProxy {
         mut request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let links =
-            self.shared.app.supervisor().links().await.map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
-        let name = request.name.to_string();
-        let Some((link, tool)) = split_name(&name, &links) else {
-            return Ok(CallToolResponse::Complete(CallToolResult::error(vec![ContentBlock::text(format!(
-                "no tool {name}: gateway tools are named server{SEPARATOR}tool after a hosted server; tools/list shows them"
-            ))])));
+        let (link, tool) = match route_call(&self.shared.app, &request.name).await {
+            Ok(routed) => routed,
+            Err(failure) => return tool_response(Err(failure)),
         };
-        request.name = tool.to_owned().into();
+        request.name = tool.into();
         let forwarded = ClientRequest::CallToolRequest(CallToolRequest::new(request));
         tool_response(forward_on(&link, self.shared.patience, forwarded, Caller::of(&context)).await)
     }

@@ -1,5 +1,6 @@
-//! The fast path of `/servers/{id}/mcp`: the requests a session only forwards (tools, resources,
-//! prompts, completions) answered from the HTTP handler itself, without rmcp's session machinery.
+//! The fast path of `/servers/{id}/mcp` and `/mcp/gateway`: the requests a session only forwards
+//! (a server's tools, resources, prompts and completions; the aggregate's tool calls) answered from
+//! the HTTP handler itself, without rmcp's session machinery.
 //!
 //! rmcp's streamable HTTP service takes every POST of a 2025-11-25 session through the session's
 //! worker task, the session's serve loop and a handler task of its own, and answers as an SSE
@@ -16,7 +17,8 @@
 //! The path keeps what the session would do for the requests it takes: the client's
 //! `notifications/cancelled` and the session's DELETE cancel them upstream, progress reaches the
 //! client under its own token, and a session busy only here is kept alive (rmcp closes a session
-//! that hears nothing for five minutes) by a ping through it at most once a minute.
+//! that hears nothing for `mcp_session_idle_timeout`) by a ping through it, at most five times per
+//! timeout.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -60,7 +62,7 @@ const FORGET_AFTER_IDLE_TIMEOUTS: u32 = 3;
 
 /// The fast path of one server's endpoint.
 pub(super) struct FastPath {
-    link: Arc<McpLink>,
+    route: Route,
     patience: Duration,
     sessions: Arc<LocalSessionManager>,
     allowed_hosts: Vec<String>,
@@ -73,6 +75,28 @@ pub(super) struct FastPath {
     forget_after: Duration,
     open: Mutex<HashMap<SessionId, SessionUse>>,
     pings: AtomicU64,
+}
+
+/// Where the fast path sends what it takes.
+pub(super) enum Route {
+    /// One server's endpoint: every request in [`FORWARDED`] goes to its link.
+    Server(Arc<McpLink>),
+    /// The aggregate: a `tools/call` of `server__tool` goes to that server's link as `tool`; the
+    /// aggregate's own lists stay with rmcp's service.
+    Aggregate(Arc<crate::App>),
+}
+
+impl Route {
+    /// Whether a request of `method` with `params` is the fast path's (an aggregate call without
+    /// a tool name is rmcp's to refuse).
+    fn takes(&self, method: &str, params: Option<&Map<String, Value>>) -> bool {
+        match self {
+            Route::Server(_) => FORWARDED.contains(&method),
+            Route::Aggregate(_) => {
+                method == "tools/call" && params.and_then(|p| p.get("name")).is_some_and(Value::is_string)
+            }
+        }
+    }
 }
 
 /// What the fast path keeps of one session.
@@ -93,7 +117,7 @@ pub(super) enum Outcome {
 
 impl FastPath {
     pub(super) fn new(
-        link: Arc<McpLink>,
+        route: Route,
         patience: Duration,
         config: &StreamableHttpServerConfig,
         sessions: Arc<LocalSessionManager>,
@@ -101,7 +125,7 @@ impl FastPath {
         // rmcp closes a session idle this long (`mcp_session_idle_timeout`).
         let idle = sessions.session_config.keep_alive.unwrap_or(Duration::from_secs(300));
         FastPath {
-            link,
+            route,
             patience,
             touch_every: idle / TOUCHES_PER_IDLE_TIMEOUT,
             forget_after: idle * FORGET_AFTER_IDLE_TIMEOUTS,
@@ -153,7 +177,8 @@ impl FastPath {
         match (message.id, message.method.as_str()) {
             // A request that names its own protocol version is a 2026-07-28 one: rmcp's.
             (Some(id), method)
-                if FORWARDED.contains(&method) && !meta.is_some_and(|m| m.contains_key(PER_REQUEST_VERSION)) =>
+                if self.route.takes(method, message.params.as_ref())
+                    && !meta.is_some_and(|m| m.contains_key(PER_REQUEST_VERSION)) =>
             {
                 let client_token =
                     meta.and_then(|m| m.get("progressToken")).and_then(|t| serde_json::from_value(t.clone()).ok());
@@ -204,6 +229,21 @@ impl FastPath {
         client_token: Option<ProgressToken>,
     ) -> Response {
         let tool_call = method == "tools/call";
+        let link = match &self.route {
+            Route::Server(link) => link.clone(),
+            Route::Aggregate(app) => {
+                let name = params.as_ref().and_then(|p| p.get("name")).and_then(Value::as_str).unwrap_or_default();
+                match super::aggregate::route_call(app, name).await {
+                    Ok((link, tool)) => {
+                        if let Some(params) = params.as_mut() {
+                            params.insert("name".into(), Value::String(tool));
+                        }
+                        link
+                    }
+                    Err(failure) => return json(answer(&id, tool_call, Err(failure))),
+                }
+            }
+        };
         let cancel = CancellationToken::new();
         let registered = self.register(&session, &id, &cancel);
         let (progress_tx, mut progress) = mpsc::unbounded_channel();
@@ -211,9 +251,8 @@ impl FastPath {
             progress: client_token.map(|token| (token, ProgressOut::Reply(progress_tx))),
             cancel: cancel.clone(),
         };
-        let fast = self.clone();
-        let mut forwarded =
-            Box::pin(async move { forward_raw(&fast.link, fast.patience, &method, &mut params, caller).await });
+        let patience = self.patience;
+        let mut forwarded = Box::pin(async move { forward_raw(&link, patience, &method, &mut params, caller).await });
         tokio::select! {
             biased;
             result = &mut forwarded => {

@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::fast::FastPath;
+use super::fast::{FastPath, Route};
 use super::next_where;
 use crate::App;
 
@@ -116,7 +116,7 @@ fn endpoint(
 ) -> Endpoint {
     let http = super::http_config(config, cancel);
     let sessions = Arc::new(super::session_manager(config));
-    let fast = Arc::new(FastPath::new(link.clone(), patience, &http, sessions.clone()));
+    let fast = Arc::new(FastPath::new(Route::Server(link.clone()), patience, &http, sessions.clone()));
     let proxied = link.clone();
     let service = StreamableHttpService::new(move || Ok(ServerProxy::new(proxied.clone(), patience)), sessions, http);
     Endpoint { link, service, fast }
