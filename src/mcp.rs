@@ -473,12 +473,7 @@ pub fn router(
     let (service, fast) = aggregate.service(cancel.child_token());
     let all = axum::routing::any(move |request: axum::extract::Request| {
         let (service, fast) = (service.clone(), fast.clone());
-        async move {
-            match fast.serve(request).await {
-                fast::Outcome::Answered(response) => response,
-                fast::Outcome::Pass(request) => service.handle(request).await.map(axum::body::Body::new),
-            }
-        }
+        async move { fast_then(&fast, &service, request).await }
     });
     let routes = axum::Router::new()
         .route_service("/mcp", http_service(app, counters, cancel.child_token()))
@@ -495,10 +490,7 @@ async fn per_server(
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     match gateway.endpoint(&id).await {
-        Ok(endpoint) => match endpoint.fast.serve(request).await {
-            fast::Outcome::Answered(response) => response,
-            fast::Outcome::Pass(request) => endpoint.service.handle(request).await.map(axum::body::Body::new),
-        },
+        Ok(endpoint) => fast_then(&endpoint.fast, &endpoint.service, request).await,
         Err(err @ gateway::GatewayError::NotFound(_)) => (
             axum::http::StatusCode::NOT_FOUND,
             axum::Json(json!({"error": {"code": "not_found", "message": err.to_string()}})),
@@ -509,6 +501,22 @@ async fn per_server(
             axum::Json(json!({"error": {"code": "unavailable", "message": err.to_string()}})),
         )
             .into_response(),
+    }
+}
+
+/// Answers `request` on the fast path if it is the fast path's, else through rmcp's `service`.
+async fn fast_then<S, M>(
+    fast: &Arc<fast::FastPath>,
+    service: &rmcp::transport::streamable_http_server::StreamableHttpService<S, M>,
+    request: axum::extract::Request,
+) -> axum::response::Response
+where
+    S: rmcp::ServerHandler + Send + 'static,
+    M: rmcp::transport::streamable_http_server::session::SessionManager,
+{
+    match fast.serve(request).await {
+        fast::Outcome::Answered(response) => response,
+        fast::Outcome::Pass(request) => service.handle(request).await.map(axum::body::Body::new),
     }
 }
 

@@ -54,10 +54,10 @@ pub struct Wire {
     stdin: tokio::sync::Mutex<Option<InPipe>>,
     /// What a 2026-07-28 session's requests carry in `_meta` (set after the handshake).
     stamp: std::sync::OnceLock<Map<String, Value>>,
-    waiting: Mutex<HashMap<u64, Waiter>>,
+    /// The direct requests waiting for their answers; `None` once the reader has ended (stdout
+    /// closed, or its task aborted with the incarnation).
+    waiting: Mutex<Option<HashMap<u64, Waiter>>>,
     next: AtomicU64,
-    /// The reader has ended (stdout closed, or its task aborted with the incarnation).
-    closed: std::sync::atomic::AtomicBool,
 }
 
 /// A direct request on its way: its id upstream, its answer to come, and its progress meanwhile.
@@ -70,14 +70,14 @@ pub struct Sent {
 
 /// The answer to a direct request; dropping it unregisters the request.
 pub struct Answer {
-    rx: oneshot::Receiver<Vec<u8>>,
+    rx: oneshot::Receiver<Result<Box<RawValue>, WireError>>,
     n: u64,
     wire: Arc<Wire>,
 }
 
 /// Where the reader hands one direct request's lines.
 struct Waiter {
-    answer: oneshot::Sender<Vec<u8>>,
+    answer: oneshot::Sender<Result<Box<RawValue>, WireError>>,
     progress: mpsc::UnboundedSender<ProgressNotificationParam>,
 }
 
@@ -94,9 +94,8 @@ impl Wire {
         let wire = Arc::new(Wire {
             stdin: tokio::sync::Mutex::new(Some(stdin)),
             stamp: std::sync::OnceLock::new(),
-            waiting: Mutex::default(),
+            waiting: Mutex::new(Some(HashMap::new())),
             next: AtomicU64::new(1),
-            closed: std::sync::atomic::AtomicBool::new(false),
         });
         let (lines, rx) = mpsc::unbounded_channel();
         // The guard travels as an argument, so even a reader aborted before its first poll fails
@@ -161,15 +160,11 @@ impl Wire {
         line.push(b'\n');
         let (answer_tx, answer_rx) = oneshot::channel();
         let (progress_tx, progress) = mpsc::unbounded_channel();
-        {
-            let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
-            // Checked under the lock the reader's end clears it with: no caller waits on a
-            // reader that is gone.
-            if self.closed.load(Ordering::SeqCst) {
-                return Err(WireError::NotSent("the server's stdout is closed".into()));
-            }
-            waiting.insert(n, Waiter { answer: answer_tx, progress: progress_tx });
-        }
+        // No caller waits on a reader that is gone.
+        match self.waiting.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            Some(waiting) => waiting.insert(n, Waiter { answer: answer_tx, progress: progress_tx }),
+            None => return Err(WireError::NotSent("the server's stdout is closed".into())),
+        };
         let answer = Answer { rx: answer_rx, n, wire: self.clone() };
         let sent = Sent { id: RequestId::String(token), answer, progress };
         self.write(&line).await.map_err(|err| WireError::NotSent(err.to_string()))?;
@@ -179,10 +174,11 @@ impl Wire {
     /// Hands a line the reader took for direct request `n` to its caller.
     fn deliver(&self, n: u64, line: Direct) {
         let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(waiting) = waiting.as_mut() else { return };
         match line {
-            Direct::Answer(line) => {
+            Direct::Answer(answer) => {
                 if let Some(waiter) = waiting.remove(&n) {
-                    let _ = waiter.answer.send(line);
+                    let _ = waiter.answer.send(answer);
                 }
             }
             Direct::Progress(progress) => {
@@ -198,32 +194,21 @@ impl Answer {
     /// The answer to the request: its `result` as the server wrote it. Cancel-safe: polled again
     /// after being dropped unfinished, it still gets the answer.
     pub async fn get(&mut self) -> Result<Box<RawValue>, WireError> {
-        #[derive(serde::Deserialize)]
-        struct In {
-            result: Option<Box<RawValue>>,
-            error: Option<ErrorData>,
-        }
-        let line = (&mut self.rx).await.map_err(|_| WireError::Closed)?;
-        match serde_json::from_slice::<In>(&line) {
-            Ok(In { error: Some(error), .. }) => Err(WireError::Server(error)),
-            Ok(In { result: Some(result), .. }) => Ok(result),
-            Ok(In { result: None, error: None }) => {
-                Err(WireError::Garbled("a response with neither result nor error".into()))
-            }
-            Err(err) => Err(WireError::Garbled(err.to_string())),
-        }
+        (&mut self.rx).await.unwrap_or(Err(WireError::Closed))
     }
 }
 
 impl Drop for Answer {
     fn drop(&mut self) {
-        self.wire.waiting.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.n);
+        if let Some(waiting) = self.wire.waiting.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            waiting.remove(&self.n);
+        }
     }
 }
 
-/// A line of a direct request's: its answer, or its progress.
+/// A line of a direct request's: its answer (read once, by the reader), or its progress.
 enum Direct {
-    Answer(Vec<u8>),
+    Answer(Result<Box<RawValue>, WireError>),
     Progress(ProgressNotificationParam),
 }
 
@@ -235,6 +220,9 @@ fn direct(line: Vec<u8>) -> Result<(u64, Direct), Vec<u8>> {
         id: Option<Value>,
         method: Option<String>,
         params: Option<Value>,
+        result: Option<Box<RawValue>>,
+        // Read as an error only once the line is known to be an answer of ours.
+        error: Option<Box<RawValue>>,
     }
     fn number(value: Option<&Value>) -> Option<u64> {
         value?.as_str()?.strip_prefix(PREFIX)?.parse().ok()
@@ -248,7 +236,15 @@ fn direct(line: Vec<u8>) -> Result<(u64, Direct), Vec<u8>> {
     };
     match peek.method.as_deref() {
         None => match number(peek.id.as_ref()) {
-            Some(n) => Ok((n, Direct::Answer(line))),
+            Some(n) => {
+                let answer = match (peek.error, peek.result) {
+                    (Some(error), _) => Err(serde_json::from_str::<ErrorData>(error.get())
+                        .map_or_else(|err| WireError::Garbled(err.to_string()), WireError::Server)),
+                    (None, Some(result)) => Ok(result),
+                    (None, None) => Err(WireError::Garbled("a response with neither result nor error".into())),
+                };
+                Ok((n, Direct::Answer(answer)))
+            }
             None => Err(line),
         },
         Some("notifications/progress") => {
@@ -268,9 +264,7 @@ struct Ended(Arc<Wire>);
 
 impl Drop for Ended {
     fn drop(&mut self) {
-        let mut waiting = self.0.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        self.0.closed.store(true, Ordering::SeqCst);
-        waiting.clear();
+        self.0.waiting.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 }
 

@@ -298,7 +298,7 @@ async fn pass_on(
 
 /// Forwards one request over `up`, relaying progress under the caller's token and cancelling
 /// upstream when the caller's token is cancelled (the client's `notifications/cancelled`, or its
-/// session ending). The caller's progress sink is lent to this attempt and given back after it.
+/// session ending).
 async fn forward_to(
     up: &Upstream,
     method: &str,
