@@ -265,7 +265,7 @@ impl HostingTools {
     }
 
     #[tool(
-        description = "Recommendations from each server's stored history (a day of metrics, exits and health checks): memory limits right-sized from p99 memory with headroom, CPU quotas against observed saturation, steady memory growth, crash loops by dominant cause, flapping health. Each carries its evidence and a server_config.json change, and is recorded as an optimization event."
+        description = "Recommendations from each server's stored history (a day of metrics, exits and health checks): memory limits right-sized from p99 memory with headroom, CPU quotas against observed saturation, steady memory growth, crash loops by dominant cause, flapping health. Each carries its evidence and a server_config.json change, and is recorded as an optimization event the first time it is given (the same advice again within the day is not recorded twice)."
     )]
     async fn optimize_server_resources(&self) -> CallToolResult {
         self.count();

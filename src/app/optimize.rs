@@ -9,6 +9,7 @@ use std::collections::HashMap;
 
 use anyhow::Context;
 use policy::ExitKind;
+use serde::Deserialize;
 
 use super::App;
 use crate::insights::{self, Exit, Limits, Params, Recommendation, Sample, ServerHistory, Settings};
@@ -51,11 +52,13 @@ impl App {
     }
 }
 
-/// Loads every server's history within `params`' window, runs the rules, and records each
-/// recommendation as an optimization event dated `params.now_ms`; returns them once committed.
 /// Per server reachable over MCP now: its last gateway call and since when calls are counted.
 pub(crate) type Calls = HashMap<String, (Option<i64>, Option<i64>)>;
 
+/// Loads every server's history within `params`' window, runs the rules, and records each
+/// recommendation not yet given in that window (the same server, kind and change) as an
+/// optimization event dated `params.now_ms`; returns them all once committed. Asking again does
+/// not fill the history with the same advice.
 pub(crate) async fn optimize(
     store: &Store,
     host: &config::HostLimits,
@@ -69,6 +72,7 @@ pub(crate) async fn optimize(
         restarts.entry(r.server.clone()).or_default().push(r);
     }
     let mut histories = Vec::with_capacity(servers.len());
+    let mut given: Vec<(String, insights::Kind, serde_json::Value)> = Vec::new();
     for record in &servers {
         let metrics =
             store.metrics(&record.id, since).await.with_context(|| format!("reading {}'s metrics", record.id))?;
@@ -79,6 +83,7 @@ pub(crate) async fn optimize(
             limit: EVENTS_PER_SERVER,
         };
         let events = store.events(query).await.with_context(|| format!("reading {}'s events", record.id))?;
+        given.extend(advised(&events).map(|(kind, change)| (record.id.clone(), kind, change)));
         let restarts = restarts.remove(&record.id).unwrap_or_default();
         let mut history = history(record, host, &metrics, &events, &restarts);
         if let Some(&(last, since)) = calls.get(&record.id) {
@@ -88,7 +93,10 @@ pub(crate) async fn optimize(
         histories.push(history);
     }
     let recommendations = insights::recommend_all(params, &histories);
-    for rec in &recommendations {
+    let new = recommendations.iter().filter(|rec| {
+        !given.iter().any(|(server, kind, change)| *server == rec.server && *kind == rec.kind && *change == rec.change)
+    });
+    for rec in new {
         let data = serde_json::to_value(rec).context("encoding a recommendation")?;
         store.append_event(NewEvent {
             at_ms: params.now_ms,
@@ -102,6 +110,14 @@ pub(crate) async fn optimize(
     // One commit for all of them.
     store.flush().await.context("recording the recommendations")?;
     Ok(recommendations)
+}
+
+/// The advice already recorded among `events`: each recommendation event's kind and change.
+pub(crate) fn advised(events: &[EventRecord]) -> impl Iterator<Item = (insights::Kind, serde_json::Value)> + '_ {
+    events
+        .iter()
+        .filter(|e| e.category == Category::Optimization && e.kind == RECOMMENDATION_EVENT)
+        .filter_map(|e| Some((insights::Kind::deserialize(e.data.get("kind")?).ok()?, e.data.get("change")?.clone())))
 }
 
 /// What `insights` needs to know about one server, from its stored records.

@@ -185,5 +185,34 @@ async fn recommendations_are_recorded_as_optimization_events() {
         assert_eq!(event.message, rec.summary);
         assert_eq!(serde_json::from_value::<Recommendation>(event.data.clone()).expect("a recommendation"), *rec);
     }
+
+    // Asked again a minute later: the same advice comes back but is not recorded again.
+    let later = Params { idle_after_ms: Some(24 * 60 * MIN), ..Params::day_until(NOW + MIN) };
+    let again = optimize(&store, &host(), &later, &calls).await.expect("optimize again");
+    assert_eq!(again.iter().map(|r| r.kind).collect::<Vec<_>>(), kinds);
+    let optimization = EventQuery { category: Some(Category::Optimization), ..EventQuery::latest(100) };
+    assert_eq!(store.events(optimization.clone()).await.expect("events").len(), 3, "the same advice twice");
+
+    // Memory climbs: the memory advice changes and is recorded; the rest is as it was.
+    for i in 0..200 {
+        store.append_metric(MetricPoint {
+            server: "alpha".to_owned(),
+            at_ms: NOW + MIN + i * 1000,
+            cpu_percent: 1.0,
+            rss_bytes: 300 * MB,
+            processes: 1,
+        });
+    }
+    store.flush().await.expect("flush");
+    let then = Params { idle_after_ms: Some(24 * 60 * MIN), ..Params::day_until(NOW + 5 * MIN) };
+    let changed = optimize(&store, &host(), &then, &calls).await.expect("optimize after the climb");
+    assert_ne!(changed[0].change, recs[0].change, "{:?}", changed[0]);
+    let recorded = store.events(optimization).await.expect("events");
+    assert_eq!(recorded.len(), 4, "{recorded:?}");
+    assert_eq!(recorded[0].at_ms, NOW + 5 * MIN);
+    assert_eq!(
+        serde_json::from_value::<Recommendation>(recorded[0].data.clone()).expect("a recommendation"),
+        changed[0]
+    );
     store.close().await.expect("close");
 }
