@@ -44,11 +44,14 @@ pub(crate) struct Staged {
     pub(crate) installed: Vec<String>,
 }
 
-/// Derives a server id from its name: lowercase letters, digits, `-` and `_`.
+/// Derives a server id from its name: lowercase letters, digits, `-` and `_`, never two `_` in a
+/// row (the aggregate gateway names tools `{server}__{tool}`, so an id holding `__` could make one
+/// server's tool name another's).
 pub(crate) fn id_from_name(name: &str) -> Result<String, DeployError> {
     let mut id = String::new();
     for c in name.trim().chars() {
         match c {
+            '_' if id.ends_with('_') => {}
             'a'..='z' | '0'..='9' | '_' | '-' => id.push(c),
             'A'..='Z' => id.push(c.to_ascii_lowercase()),
             ' ' | '.' => id.push('-'),
@@ -244,4 +247,23 @@ async fn install(
         }
     }
     Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::id_from_name;
+
+    #[test]
+    fn ids_from_names_are_lowercase_and_never_hold_the_gateways_separator() {
+        for (name, id) in [
+            ("Weather Server", "weather-server"),
+            ("my__server", "my_server"),
+            ("a___b_c", "a_b_c"),
+            ("  v1.2 ", "v1-2"),
+            ("_x_", "_x_"),
+        ] {
+            assert_eq!(id_from_name(name).expect(name), id, "{name}");
+        }
+        assert!(id_from_name("!!!").is_err());
+    }
 }

@@ -168,6 +168,25 @@ fn split_name<'a>(name: &'a str, known: &[Arc<McpLink>]) -> Option<(Arc<McpLink>
     })
 }
 
+/// Whether a call of `tool` (named by [`tools_of`]) would reach the server that listed it. With
+/// servers `my` and `my__server`, the second's tool `x` is `my__server__x`, which names the first's
+/// tool `server__x`: such a tool is left out of the list (with a warning), never listed to reach
+/// another server.
+fn routes_home(name: &str, owner: &McpLink, links: &[Arc<McpLink>]) -> bool {
+    match split_name(name, links) {
+        Some((link, _)) if link.id() == owner.id() => true,
+        routed => {
+            tracing::warn!(
+                tool = %name,
+                server = owner.id(),
+                reaches = routed.as_ref().map_or("nothing", |(l, _)| l.id()),
+                "left out of /mcp/gateway: its name would reach another server's tool; rename one of the servers"
+            );
+            false
+        }
+    }
+}
+
 /// The live session of `link`, if its server is up now.
 fn live(link: &McpLink) -> Option<Upstream> {
     match link.state() {
@@ -200,16 +219,20 @@ impl AggregateProxy {
         let links =
             self.shared.app.supervisor().links().await.map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
         let mut set = tokio::task::JoinSet::new();
-        for link in links {
-            if let Some(up) = live(&link) {
-                set.spawn(tools_of(link, up));
+        for link in &links {
+            if let Some(up) = live(link) {
+                let link = link.clone();
+                set.spawn(async move { (link.clone(), tools_of(link, up).await) });
             }
         }
         let mut tools = Vec::new();
         while let Some(joined) = set.join_next().await {
             match joined {
-                Ok(Ok(mut some)) => tools.append(&mut some),
-                Ok(Err(why)) => tracing::warn!("{why}; its tools are left out of /mcp/gateway for now"),
+                Ok((owner, Ok(mut some))) => {
+                    some.retain(|tool| routes_home(&tool.name, &owner, &links));
+                    tools.append(&mut some);
+                }
+                Ok((_, Err(why))) => tracing::warn!("{why}; its tools are left out of /mcp/gateway for now"),
                 Err(err) => tracing::warn!(error = %err, "listing a server's tools failed"),
             }
         }
@@ -321,5 +344,20 @@ mod tests {
         assert_eq!(split("my__server__x"), Some(("my".into(), "server__x".into())));
         assert_eq!(split("unknown__add"), None);
         assert_eq!(split("echo"), None);
+    }
+
+    #[test]
+    fn a_tool_whose_name_reaches_another_server_is_left_out_of_the_list() {
+        let links: Vec<Arc<McpLink>> = ["echo", "my__server", "my"]
+            .iter()
+            .map(|id| Arc::new(McpLink::new(id, actors::Transport::Stdio)))
+            .collect();
+        let [echo, my_server, my] = [&links[0], &links[1], &links[2]];
+        assert!(routes_home("echo__add", echo, &links));
+        assert!(routes_home("my__server__x", my, &links), "my's tool server__x");
+        assert!(!routes_home("my__server__x", my_server, &links), "my__server's tool x would reach my");
+        // Without `my`, my__server's tools are its own again.
+        let without_my = &links[..2];
+        assert!(routes_home("my__server__x", my_server, without_my));
     }
 }
