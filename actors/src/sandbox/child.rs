@@ -22,7 +22,7 @@ pub(crate) struct Prepared {
     mounts: Option<MountPlan>,
     ids: Option<(libc::uid_t, libc::gid_t)>,
     landlock: Option<Ruleset>,
-    seccomp: Option<[BpfProgram; 2]>,
+    seccomp: Option<Vec<BpfProgram>>,
     /// Which layers are on, for the server's status.
     pub(crate) report: Vec<LayerReport>,
     /// Where the private /tmp lies on the host, when no mount namespace shows it at /tmp.

@@ -394,6 +394,7 @@ def call(name, rc):
 call("ptrace", libc.ptrace(16, os.getppid(), 0, 0))
 call("mount", libc.mount(b"none", b"/tmp", b"tmpfs", 0, None))
 call("unshare", libc.unshare(0x40000000))
+call("x32_getpid", libc.syscall(0x40000000 + 39))
 import time
 time.sleep(30)
 "#,
@@ -405,7 +406,7 @@ time.sleep(30)
     let sup = supervisor_on(caps, instance).await;
     sup.add(boxed("files", &at, uid, false)).await.expect("add");
     sup.start("files").await.expect("start");
-    let results = results(&sup, "files", 12).await;
+    let results = results(&sup, "files", 13).await;
     let outcome = |name: &str| {
         results
             .iter()
@@ -427,6 +428,8 @@ time.sleep(30)
     ] {
         assert!(outcome(denied).starts_with("denied"), "{denied}: {results:?}");
     }
+    // EPERM is the filter's: a kernel without x32 says ENOSYS, one with it runs the call.
+    assert_eq!(outcome("x32_getpid"), "denied 1", "{results:?}");
     assert_eq!(outcome("state_write"), "ok", "{results:?}");
     assert_eq!(outcome("tmp_write"), "ok", "{results:?}");
     assert!(at.state.join("state.txt").exists(), "the state directory is the host's");
