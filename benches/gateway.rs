@@ -18,7 +18,10 @@
 //!    the (d) server with as many clients as the largest gateway row, and as many callers sharing one
 //!    direct (e) stdio session, which is what the gateway's one upstream session has to carry;
 //! 3. the memory (VmRSS) and descriptors of hivehost per idle gateway session, and again after the
-//!    sessions were closed and as many opened anew (a leak would grow it twice).
+//!    sessions were closed and as many opened anew (a leak would grow it twice);
+//! 4. for scale, what this machine charges for the hops a call makes: a one-byte round trip over
+//!    two pipes to a child process (`gateway pipe-echo`) with both on one core, on two cores, and
+//!    on two cores with this side polling instead of sleeping, the three taking turns.
 //!
 //! Without `--bench` on its command line it runs a smoke version of about a second.
 
@@ -47,6 +50,9 @@ const ECHO_ARG: &str = "echo-server";
 
 /// The first argument that makes this binary the echo server over rmcp's streamable HTTP.
 const ECHO_HTTP_ARG: &str = "echo-http-server";
+
+/// The first argument that makes this binary echo bytes from stdin to stdout (blocking reads).
+const PIPE_ECHO_ARG: &str = "pipe-echo";
 
 /// The id of the hosted echo server.
 const SERVER_ID: &str = "echo";
@@ -189,6 +195,7 @@ fn main() -> anyhow::Result<()> {
     match std::env::args().nth(1).as_deref() {
         Some(ECHO_ARG) => return echo_server(),
         Some(ECHO_HTTP_ARG) => return echo_http_server(),
+        Some(PIPE_ECHO_ARG) => return pipe_echo(),
         _ => {}
     }
     let full = std::env::args().any(|a| a == "--bench");
@@ -235,6 +242,7 @@ fn main() -> anyhow::Result<()> {
     let dir_path = dir.path().to_owned();
     dir.close().context("removing the temporary directory")?;
     let (latency, memory, throughput, hosted) = result?;
+    let hops = hops(&exe, if full { 20_000 } else { 200 })?;
     let load_after = loadavg();
 
     print(&Report {
@@ -249,6 +257,7 @@ fn main() -> anyhow::Result<()> {
         survivors,
         log_lines: lines,
         notable,
+        hops: &hops,
         load_before,
         load_after,
         wall: started.elapsed(),
@@ -561,6 +570,107 @@ impl Stats {
 }
 
 // ---------------------------------------------------------------------------------------------
+// 4. What a hop costs on this machine.
+
+/// Echoes each byte of stdin to stdout with blocking reads and writes, until stdin closes.
+fn pipe_echo() -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let (mut input, mut output) = (std::io::stdin().lock(), std::io::stdout().lock());
+    let mut byte = [0u8; 1];
+    while input.read(&mut byte)? == 1 {
+        output.write_all(&byte)?;
+        output.flush()?;
+    }
+    Ok(())
+}
+
+/// Pins the calling thread (0: this thread; in a child, before exec, the child) to `cpu`.
+fn pin(cpu: usize) -> std::io::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET and sched_setaffinity take it by pointer.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// One-byte round trips to a `pipe-echo` child, `n` per way in rounds of 1,000, the ways taking
+/// turns, on a thread of its own (pinned to CPU 0): the child on CPU 0 too, on CPU 1, and on CPU 1
+/// with this side reading in a non-blocking loop. Empty on a machine with one CPU.
+fn hops(exe: &Path, n: usize) -> anyhow::Result<Vec<(&'static str, Stats)>> {
+    if std::thread::available_parallelism().map_or(1, usize::from) < 2 {
+        return Ok(Vec::new());
+    }
+    let exe = exe.to_owned();
+    std::thread::spawn(move || -> anyhow::Result<Vec<(&'static str, Stats)>> {
+        use std::io::{Read, Write};
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        pin(0)?;
+        let spawn = |cpu: usize| -> anyhow::Result<std::process::Child> {
+            #[allow(clippy::disallowed_methods, reason = "the bench starts its own helper")]
+            let mut cmd = std::process::Command::new(&exe);
+            cmd.arg(PIPE_ECHO_ARG).stdin(Stdio::piped()).stdout(Stdio::piped());
+            // SAFETY: sched_setaffinity is async-signal-safe.
+            unsafe { cmd.pre_exec(move || pin(cpu)) };
+            Ok(cmd.spawn()?)
+        };
+        let ways: [(&'static str, usize, bool); 3] = [
+            ("both on one core, blocking reads", 0, false),
+            ("on two cores, blocking reads", 1, false),
+            ("on two cores, this side polling", 1, true),
+        ];
+        let mut children = Vec::new();
+        for &(_, cpu, polls) in &ways {
+            let mut child = spawn(cpu)?;
+            let stdin = child.stdin.take().context("the helper's stdin")?;
+            let stdout = child.stdout.take().context("the helper's stdout")?;
+            if polls {
+                // SAFETY: fcntl on a descriptor this process owns.
+                unsafe {
+                    let fd = stdout.as_raw_fd();
+                    libc::fcntl(fd, libc::F_SETFL, libc::fcntl(fd, libc::F_GETFL) | libc::O_NONBLOCK);
+                }
+            }
+            children.push((child, stdin, stdout));
+        }
+        let mut samples: [Vec<Duration>; 3] = Default::default();
+        let mut byte = [b'x'];
+        let rounds = n.div_ceil(1000);
+        for round in 0..rounds {
+            for turn in 0..ways.len() {
+                let way = (round + turn) % ways.len();
+                let (_, stdin, stdout) = &mut children[way];
+                for _ in 0..n.min(1000) {
+                    let start = Instant::now();
+                    stdin.write_all(&byte)?;
+                    loop {
+                        match stdout.read(&mut byte) {
+                            Ok(1) => break,
+                            Ok(_) => bail!("the pipe-echo helper closed its stdout"),
+                            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => std::hint::spin_loop(),
+                            Err(err) => return Err(err.into()),
+                        }
+                    }
+                    samples[way].push(start.elapsed());
+                }
+            }
+        }
+        for (child, stdin, stdout) in children {
+            drop((stdin, stdout));
+            let mut child = child;
+            child.wait()?;
+        }
+        Ok(ways.iter().zip(samples).map(|(w, mut s)| (w.0, Stats::of(&mut s))).collect())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the hop measurement panicked"))?
+}
+
+// ---------------------------------------------------------------------------------------------
 // 2. Throughput.
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -826,6 +936,7 @@ struct Report<'a> {
     survivors: usize,
     log_lines: u64,
     notable: Vec<String>,
+    hops: &'a [(&'static str, Stats)],
     load_before: String,
     load_after: String,
     wall: Duration,
@@ -1008,6 +1119,16 @@ fn print(r: &Report<'_>) {
             "\nmemory per idle gateway session (first cycle): {:.1} KiB",
             (open.rss_kib as f64 - m.before.rss_kib as f64) / m.sessions as f64
         );
+    }
+
+    if !r.hops.is_empty() {
+        println!(
+            "\n4. a hop on this machine: one byte to a child process and back over two pipes, {} round trips per way, the ways taking turns; this side on CPU 0\n",
+            r.hops[0].1.n
+        );
+        let rows: Vec<Vec<String>> =
+            r.hops.iter().map(|(way, s)| vec![(*way).to_owned(), us(s.p50), us(s.p99), us(s.mean)]).collect();
+        table(&["child process", "p50", "p99", "mean"], &rows);
     }
 
     println!(
