@@ -21,6 +21,7 @@
 
 mod archive;
 pub mod example;
+pub mod requirements;
 pub mod scan;
 
 use std::fmt;

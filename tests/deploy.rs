@@ -126,6 +126,66 @@ fn hostile_and_invalid_uploads_are_refused_and_leave_nothing() {
     let (status, body) = request(&addr, "POST", "/api/v1/servers?name=bad", Some(&token), &zip).unwrap();
     assert_eq!(status, 422, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("not an allowed runtime"), "{body}");
+    // Packages that would run their own code in the dependency install, which runs outside the
+    // sandbox: a requirements line that builds the package's directory, a shipped venv whose
+    // sitecustomize pip would import, an .npmrc naming the command npm runs for git dependencies.
+    let marker = dir.path().join("install-ran");
+    let setup = format!(
+        "open({:?}, 'w').write('ran')\nfrom setuptools import setup\nsetup(name='evil', version='1')\n",
+        marker
+    );
+    type Files<'a> = Vec<(&'a str, &'a str)>;
+    let hostile: [(&str, Files, &str); 3] = [
+        (
+            "editable",
+            vec![
+                ("server_config.json", r#"{"name":"e","command":["python","s.py"]}"#),
+                ("s.py", "print('hi')"),
+                ("setup.py", &setup),
+                ("requirements.txt", "-e .\n"),
+            ],
+            "requirements.txt line 1: `-e .`",
+        ),
+        (
+            "venv",
+            vec![
+                ("server_config.json", r#"{"name":"v","command":["python","s.py"]}"#),
+                ("s.py", "print('hi')"),
+                ("requirements.txt", "mcp\n"),
+                (".venv/lib/python3.11/site-packages/sitecustomize.py", "import os\n"),
+            ],
+            "the archive holds `.venv`",
+        ),
+        (
+            "npmrc",
+            vec![
+                ("server_config.json", r#"{"name":"n","command":["node","s.js"]}"#),
+                ("s.js", "console.log('hi')"),
+                (
+                    "package.json",
+                    r#"{"name":"n","version":"1.0.0","dependencies":{"x":"git+https://example.org/x.git"}}"#,
+                ),
+                (".npmrc", "git=./pwn.sh\n"),
+            ],
+            "the archive holds `.npmrc`",
+        ),
+    ];
+    for (name, files, expected) in hostile {
+        let mut archive = Vec::new();
+        {
+            let mut zip = zip::ZipWriter::new(std::io::Cursor::new(&mut archive));
+            for (path, text) in files {
+                zip.start_file(path, zip::write::SimpleFileOptions::default()).unwrap();
+                std::io::Write::write_all(&mut zip, text.as_bytes()).unwrap();
+            }
+            zip.finish().unwrap();
+        }
+        let path = format!("/api/v1/servers?name={name}");
+        let (status, body) = request(&addr, "POST", &path, Some(&token), &archive).unwrap();
+        assert_eq!(status, 422, "{name}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains(expected), "{name}: {body}");
+    }
+    assert!(!marker.exists(), "the package's setup.py ran in the install");
     let left: Vec<PathBuf> =
         std::fs::read_dir(dir.path().join("servers")).unwrap().flatten().map(|e| e.path()).collect();
     assert_eq!(left, [dir.path().join("servers/ok")], "nothing of a refused upload is written under servers_dir");

@@ -183,6 +183,18 @@ async fn install(
     let mut steps: Vec<(PathBuf, Vec<String>)> = Vec::new();
     match runtime {
         Runtime::Python if dir.join("requirements.txt").is_file() => {
+            // pip runs as hivehost, outside the sandbox: nothing of the package may run there.
+            if dir.join(VENV_DIR).symlink_metadata().is_ok() {
+                return Err(DeployError::Refused(format!(
+                    "the archive holds `{VENV_DIR}`: hivehost makes the virtual environment itself from \
+                     requirements.txt, and pip would run what a shipped one holds (sitecustomize, .pth files) \
+                     outside the sandbox; leave `{VENV_DIR}` out of the archive (`hivehost pack` does)"
+                )));
+            }
+            let requirements = std::fs::read_to_string(dir.join("requirements.txt"))
+                .map_err(|e| DeployError::Refused(format!("reading requirements.txt: {e}")))?;
+            package::requirements::check_requirements(&requirements)
+                .map_err(|problems| DeployError::Refused(problems.join("\n")))?;
             let python =
                 runtimes.python.clone().ok_or_else(|| DeployError::Install("no python3 on this host".into()))?;
             let venv = dir.join(VENV_DIR);
@@ -201,6 +213,16 @@ async fn install(
             steps.push((venv.join("bin/python"), pip));
         }
         Runtime::Node if dir.join("package.json").is_file() => {
+            // npm runs as hivehost, outside the sandbox, and takes settings from the package's own
+            // .npmrc (`git`, the command it runs for git dependencies, among them).
+            if dir.join(".npmrc").symlink_metadata().is_ok() {
+                return Err(DeployError::Refused(
+                    "the archive holds `.npmrc`: npm would take its settings (the registry, the command it runs \
+                     for git dependencies) from it while installing outside the sandbox; leave it out, and ask \
+                     the operator for a registry setting if one is needed"
+                        .into(),
+                ));
+            }
             let node = runtimes.node.clone().ok_or_else(|| DeployError::Install("no node on this host".into()))?;
             let npm = node.parent().map(|d| d.join("npm")).filter(|p| p.is_file());
             let npm = npm.ok_or_else(|| DeployError::Install(format!("no npm beside {}", node.display())))?;
