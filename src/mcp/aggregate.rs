@@ -332,12 +332,14 @@ async fn relay_changes(mut changes: broadcast::Receiver<()>, client: Peer<RoleSe
 mod tests {
     use super::*;
 
+    /// Links of stdio servers `echo`, `my__server` and `my` (whose names can clash).
+    fn links() -> Vec<Arc<McpLink>> {
+        ["echo", "my__server", "my"].iter().map(|id| Arc::new(McpLink::new(id, actors::Transport::Stdio))).collect()
+    }
+
     #[test]
     fn names_split_at_the_first_separator_naming_a_server() {
-        let links: Vec<Arc<McpLink>> = ["echo", "my__server", "my"]
-            .iter()
-            .map(|id| Arc::new(McpLink::new(id, actors::Transport::Stdio)))
-            .collect();
+        let links = links();
         let split = |name: &str| split_name(name, &links).map(|(link, tool)| (link.id().to_owned(), tool.to_owned()));
         assert_eq!(split("echo__add"), Some(("echo".into(), "add".into())));
         assert_eq!(split("echo__add__more"), Some(("echo".into(), "add__more".into())));
@@ -348,10 +350,7 @@ mod tests {
 
     #[test]
     fn a_tool_whose_name_reaches_another_server_is_left_out_of_the_list() {
-        let links: Vec<Arc<McpLink>> = ["echo", "my__server", "my"]
-            .iter()
-            .map(|id| Arc::new(McpLink::new(id, actors::Transport::Stdio)))
-            .collect();
+        let links = links();
         let [echo, my_server, my] = [&links[0], &links[1], &links[2]];
         assert!(routes_home("echo__add", echo, &links));
         assert!(routes_home("my__server__x", my, &links), "my's tool server__x");
