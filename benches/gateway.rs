@@ -659,9 +659,8 @@ fn hops(exe: &Path, n: usize) -> anyhow::Result<Vec<(&'static str, Stats)>> {
                 }
             }
         }
-        for (child, stdin, stdout) in children {
+        for (mut child, stdin, stdout) in children {
             drop((stdin, stdout));
-            let mut child = child;
             child.wait()?;
         }
         Ok(ways.iter().zip(samples).map(|(w, mut s)| (w.0, Stats::of(&mut s))).collect())

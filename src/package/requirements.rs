@@ -38,24 +38,22 @@ pub fn check_requirements(text: &str) -> Result<(), Vec<String>> {
 /// each with the number of its first physical line.
 fn logical_lines(text: &str) -> Vec<(usize, String)> {
     let mut lines = Vec::new();
-    let mut current: Option<(usize, String)> = None;
-    for (i, raw) in text.lines().enumerate() {
-        let (number, mut line) = current.take().unwrap_or((i + 1, String::new()));
-        let continued = raw.ends_with('\\');
-        line.push_str(raw.strip_suffix('\\').unwrap_or(raw));
-        if continued {
-            current = Some((number, line));
-            continue;
-        }
-        let line = strip_comment(&line).trim().to_owned();
-        if !line.is_empty() {
-            lines.push((number, line));
-        }
-    }
-    if let Some((number, line)) = current {
-        let line = strip_comment(&line).trim().to_owned();
-        if !line.is_empty() {
-            lines.push((number, line));
+    let mut joined: Option<(usize, String)> = None;
+    // An empty line after the last closes a continuation the text ends in.
+    for (i, raw) in text.lines().chain(std::iter::once("")).enumerate() {
+        let (number, mut line) = joined.take().unwrap_or((i + 1, String::new()));
+        match raw.strip_suffix('\\') {
+            Some(head) => {
+                line.push_str(head);
+                joined = Some((number, line));
+            }
+            None => {
+                line.push_str(raw);
+                let line = strip_comment(&line).trim();
+                if !line.is_empty() {
+                    lines.push((number, line.to_owned()));
+                }
+            }
         }
     }
     lines
@@ -120,7 +118,9 @@ fn check_requirement(requirement: &str) -> Result<(), String> {
     let spec = requirement.split(';').next().unwrap_or(requirement).trim();
     let name_len = spec.bytes().take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')).count();
     let (name, rest) = spec.split_at(name_len);
-    if name.is_empty() || !name.as_bytes()[0].is_ascii_alphanumeric() || spec.contains("://") && !rest.contains('@') {
+    let starts_as_name = name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
+    let bare_url = spec.contains("://") && !rest.contains('@');
+    if !starts_as_name || bare_url {
         return Err("not a package name: a path or URL is built from source, as root outside the sandbox; name the \
              package (and version) from the index instead"
             .into());
@@ -204,5 +204,8 @@ a
         let problems = check_requirements("-e .\nok\n./a \\\n  --hash=sha256:x\n").expect_err("two");
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems[1].starts_with("requirements.txt line 3:"), "{problems:?}");
+        // A continuation the text ends in is still read.
+        let problems = check_requirements("mcp\n-e \\").expect_err("a trailing continuation");
+        assert!(problems[0].starts_with("requirements.txt line 2: `-e`"), "{problems:?}");
     }
 }
